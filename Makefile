@@ -1,0 +1,25 @@
+# Every target builds the venv first, so `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast bench package clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt functions/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+demo: venv
+	$(PY) -m devstack.demo $(ARGS)
+
+test: venv
+	$(PY) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build

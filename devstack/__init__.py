@@ -1,0 +1,1 @@
+"""Development tools: a local moto server, synthetic sample frames, and the demo."""

@@ -1,0 +1,214 @@
+"""The model bundle: a folder (or S3 prefix) that describes itself.
+
+A bundle holds ``backbone.onnx``, ``head.onnx`` and ``manifest.json`` (plus reports).
+The manifest records a sha256 for every other file; ``models/latest.json`` records the
+manifest's own sha256, so a tampered manifest is caught as well.  No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shared.errors import (
+    BundleIncompatibleError,
+    BundleIntegrityError,
+    BundleNotFoundError,
+    ObjectNotFoundError,
+)
+from shared.storage import ObjectStore
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+LATEST = "latest.json"
+REQUIRED_FILES = ("backbone.onnx", "head.onnx")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dump_json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """Typed view of ``manifest.json``; ``raw`` keeps every field."""
+
+    raw: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.raw["version"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.raw["classes"])
+
+    @property
+    def positive_class(self) -> str | None:
+        return self.raw.get("positive_class")
+
+    @property
+    def threshold(self) -> float | None:
+        value = self.raw.get("threshold")
+        return None if value is None else float(value)
+
+    @property
+    def backbone_name(self) -> str:
+        return str(self.raw["backbone"]["name"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        width, height = self.raw["backbone"]["input_size"]
+        return int(width), int(height)
+
+    @property
+    def has_imagenet_top(self) -> bool:
+        return bool(self.raw["backbone"].get("has_imagenet_top"))
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        return dict(self.raw["files"])
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> tuple[Manifest, str]:
+    """Checksum every file in ``bundle_dir``, write ``manifest.json``, return it and its sha256."""
+    files = {}
+    for path in sorted(p for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST):
+        files[path.name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    missing = [name for name in REQUIRED_FILES if name not in files]
+    if missing:
+        raise BundleIntegrityError(f"The bundle in {bundle_dir} lacks {', '.join(missing)}.", path=str(bundle_dir))
+    raw = {**manifest, "schema_version": SCHEMA_VERSION, "files": files}
+    data = dump_json(raw)
+    (bundle_dir / MANIFEST).write_bytes(data)
+    return Manifest(raw), sha256_bytes(data)
+
+
+def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
+    schema = raw.get("schema_version")
+    if schema != SCHEMA_VERSION:
+        raise BundleIncompatibleError(
+            f"The bundle at {where} has schema version {schema!r}, but this code reads version "
+            f"{SCHEMA_VERSION}; retrain the model or deploy a matching release.", path=where, schema=schema)
+    for field in ("version", "classes", "backbone", "files"):
+        if field not in raw:
+            raise BundleIncompatibleError(f"The manifest at {where} has no {field!r}; it is not a bundle "
+                                          "written by training.fit.", path=where)
+    for name in REQUIRED_FILES:
+        if name not in raw["files"]:
+            raise BundleIncompatibleError(f"The manifest at {where} lists no {name}.", path=where)
+    return Manifest(raw)
+
+
+def verify_dir(bundle_dir: Path, *, manifest_sha256: str | None = None) -> Manifest:
+    """Load and fully verify a local bundle; raise a ``BundleError`` naming what is wrong."""
+    manifest_path = bundle_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleNotFoundError(f"No {MANIFEST} in {bundle_dir}; point at a bundle folder written by "
+                                  "training.fit.", path=str(bundle_dir))
+    data = manifest_path.read_bytes()
+    if manifest_sha256 is not None and sha256_bytes(data) != manifest_sha256:
+        raise BundleIntegrityError(f"{manifest_path} does not match the checksum in {LATEST}; the bundle "
+                                   "was altered after training. Retrain or restore it.", path=str(manifest_path))
+    manifest = check_manifest(json.loads(data), where=str(bundle_dir))
+    for name, meta in manifest.files.items():
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleIntegrityError(f"The bundle in {bundle_dir} lacks {name}, which its manifest lists.",
+                                       path=str(path))
+        if sha256_file(path) != meta["sha256"]:
+            raise BundleIntegrityError(f"{path} does not match its sha256 in the manifest; the bundle was "
+                                       "altered or damaged. Retrain or restore it.", path=str(path))
+    return manifest
+
+
+# -- S3 ------------------------------------------------------------------------------
+
+
+def upload_bundle(store: ObjectStore, bundle_dir: Path, model_prefix: str, version: str) -> str:
+    """Upload every file, manifest last, then read each back and compare checksums."""
+    prefix = f"{model_prefix}{version}/"
+    names = sorted(p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
+    for name in names:
+        store.put(prefix + name, (bundle_dir / name).read_bytes(), content_type=_content_type(name))
+    for name in names:
+        expected = sha256_file(bundle_dir / name)
+        if sha256_bytes(store.get(prefix + name).body) != expected:
+            raise BundleIntegrityError(f"s3://{store.bucket}/{prefix}{name} does not read back as written; "
+                                       "the upload was corrupted. Run training again.",
+                                       bucket=store.bucket, key=prefix + name)
+    return prefix
+
+
+def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str, created_at: str) -> str:
+    key = f"{model_prefix}{LATEST}"
+    store.put(key, dump_json({"version": version, "manifest_sha256": manifest_sha256, "created_at": created_at}),
+              content_type="application/json")
+    return key
+
+
+def resolve_version(store: ObjectStore, model_prefix: str, pinned: str | None) -> tuple[str, str | None]:
+    """Return (version, manifest sha256 or None); a pinned version skips ``latest.json``."""
+    if pinned:
+        return pinned, None
+    key = f"{model_prefix}{LATEST}"
+    try:
+        latest = store.get_json(key)
+    except ObjectNotFoundError:
+        raise BundleNotFoundError(
+            f"s3://{store.bucket}/{key} does not exist: no model has been promoted yet. Run "
+            "`python -m training.fit` first, or pin one with MODEL_VERSION.", bucket=store.bucket, key=key) from None
+    return str(latest["version"]), latest.get("manifest_sha256")
+
+
+def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir: Path,
+                 manifest_sha256: str | None = None) -> tuple[Path, Manifest]:
+    """Download a bundle into ``cache_dir/<version>`` (reusing verified files) and verify it."""
+    target = cache_dir / version
+    target.mkdir(parents=True, exist_ok=True)
+    prefix = f"{model_prefix}{version}/"
+    try:
+        manifest_bytes = store.get(prefix + MANIFEST).body
+    except ObjectNotFoundError:
+        raise BundleNotFoundError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not exist; check MODEL_VERSION "
+                                  f"or {LATEST}.", bucket=store.bucket, key=prefix + MANIFEST) from None
+    if manifest_sha256 is not None and sha256_bytes(manifest_bytes) != manifest_sha256:
+        raise BundleIntegrityError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not match the checksum in "
+                                   f"{LATEST}; the bundle was altered. Retrain or restore it.",
+                                   bucket=store.bucket, key=prefix + MANIFEST)
+    manifest = check_manifest(json.loads(manifest_bytes), where=f"s3://{store.bucket}/{prefix}")
+    for name, meta in manifest.files.items():
+        path = target / name
+        if path.is_file() and sha256_file(path) == meta["sha256"]:
+            continue
+        _atomic_write(path, store.get(prefix + name).body)
+    _atomic_write(target / MANIFEST, manifest_bytes)
+    return target, verify_dir(target, manifest_sha256=manifest_sha256)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _content_type(name: str) -> str:
+    return {".json": "application/json", ".md": "text/markdown; charset=utf-8", ".png": "image/png",
+            ".txt": "text/plain; charset=utf-8"}.get(Path(name).suffix, "application/octet-stream")

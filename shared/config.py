@@ -1,0 +1,109 @@
+"""Frozen settings objects, built from the environment at the edges only.
+
+Nothing here reads ``os.environ`` at import time: callers pass a mapping
+(``os.environ`` in production, a plain dict in tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from shared.errors import ConfigError
+
+DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
+# 50 MP admits 8K frames and 4:3 photos from 40 MP sensors; beyond that is a bomb.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
+
+def normalise_prefix(prefix: str) -> str:
+    """Return ``prefix`` without a leading slash and with exactly one trailing slash."""
+    prefix = prefix.strip().lstrip("/")
+    return prefix.rstrip("/") + "/" if prefix else ""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"Set {name} to a whole number; it is {raw!r}.", setting=name) from None
+    if value <= 0:
+        raise ConfigError(f"Set {name} to a positive number; it is {value}.", setting=name)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Settings:
+    """Where the object store is. ``endpoint_url`` is None for AWS itself."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
+        return cls(
+            endpoint_url=env.get("S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLimits:
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DecodeLimits:
+        return cls(
+            max_bytes=_int(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
+            max_pixels=_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionSettings:
+    """Everything the cloud function needs, validated once per container."""
+
+    model_bucket: str | None = None
+    input_prefix: str = "incoming/"
+    results_prefix: str = "results/"
+    model_prefix: str = "models/"
+    model_version: str | None = None
+    model_cache_dir: str = "/tmp/cctv-model"
+    s3: S3Settings = dataclasses.field(default_factory=S3Settings)
+    limits: DecodeLimits = dataclasses.field(default_factory=DecodeLimits)
+    max_workers: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("input_prefix", "results_prefix", "model_prefix"):
+            object.__setattr__(self, name, normalise_prefix(getattr(self, name)))
+        self._refuse_overlap()
+
+    def _refuse_overlap(self) -> None:
+        pairs = [("INPUT_PREFIX", self.input_prefix), ("RESULTS_PREFIX", self.results_prefix),
+                 ("MODEL_PREFIX", self.model_prefix)]
+        for i, (name_a, a) in enumerate(pairs):
+            for name_b, b in pairs[i + 1:]:
+                if a.startswith(b) or b.startswith(a):
+                    raise ConfigError(
+                        f"{name_a} ({a!r}) and {name_b} ({b!r}) overlap, so the function could "
+                        "trigger itself or read its own output; give them separate, non-empty prefixes.",
+                        setting=name_a,
+                    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FunctionSettings:
+        return cls(
+            model_bucket=env.get("MODEL_BUCKET") or env.get("BUCKET") or None,
+            input_prefix=env.get("INPUT_PREFIX", "incoming/"),
+            results_prefix=env.get("RESULTS_PREFIX", "results/"),
+            model_prefix=env.get("MODEL_PREFIX", "models/"),
+            model_version=env.get("MODEL_VERSION") or None,
+            model_cache_dir=env.get("MODEL_CACHE_DIR", "/tmp/cctv-model"),
+            s3=S3Settings.from_env(env),
+            limits=DecodeLimits.from_env(env),
+            max_workers=_int(env, "MAX_WORKERS", 4),
+        )

@@ -1,0 +1,171 @@
+"""S3 access through boto3, with every failure translated into ``shared.errors``.
+
+The same code talks to AWS, Yandex Object Storage, MinIO and moto: only the
+``endpoint_url`` differs.  Retries with backoff are botocore's own ("standard" mode);
+what is still failing after them is raised as ``TransientStorageError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from shared.config import S3Settings
+from shared.errors import (
+    AccessDeniedError,
+    BucketNotFoundError,
+    CredentialsError,
+    ImageTooLargeError,
+    ObjectNotFoundError,
+    StorageError,
+    TransientStorageError,
+)
+
+_NOT_FOUND_KEY = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+              "ServiceUnavailable", "RequestTimeTooSkewed", "500", "502", "503", "504"}
+
+
+def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5) -> Any:
+    """Build a boto3 S3 client; boto3 is imported here so importing this module stays cheap."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=5,
+        read_timeout=30,
+        # Path-style works for moto, MinIO and Yandex alike; AWS accepts it too.
+        s3={"addressing_style": "path"} if settings.endpoint_url else {},
+    )
+    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    etag: str
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectData:
+    key: str
+    etag: str
+    size: int
+    body: bytes
+
+
+def translate(exc: BaseException, *, bucket: str, key: str | None = None) -> StorageError:
+    """Map a botocore exception onto the project's error tree."""
+    from botocore import exceptions as bce
+
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
+        return CredentialsError(
+            f"No AWS credentials were found for {where}; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and try again.", bucket=bucket, key=key)
+    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError,
+                        bce.ConnectTimeoutError)):
+        return TransientStorageError(
+            f"Could not reach the object store for {where} ({exc}); check the endpoint URL and "
+            "network, then retry.", bucket=bucket, key=key)
+    if isinstance(exc, bce.ClientError):
+        return _translate_client_error(exc, where, bucket, key)
+    return StorageError(f"Unexpected storage failure on {where}: {exc}.", bucket=bucket, key=key)
+
+
+def _translate_client_error(exc: Any, where: str, bucket: str, key: str | None) -> StorageError:
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code == "NoSuchBucket":
+        return BucketNotFoundError(
+            f"Bucket {bucket!r} does not exist; create it or pass the right --bucket.", bucket=bucket)
+    if code in _NOT_FOUND_KEY and key is not None:
+        return ObjectNotFoundError(
+            f"{where} does not exist (it may have been deleted before it was read).", bucket=bucket, key=key)
+    if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}:
+        return CredentialsError(
+            f"The credentials were refused for {where} ({code}); refresh them and try again.",
+            bucket=bucket, key=key)
+    if code in {"AccessDenied", "403", "AllAccessDisabled"}:
+        return AccessDeniedError(
+            f"Access to {where} was denied; grant this role the needed s3 permission.", bucket=bucket, key=key)
+    if code in _TRANSIENT or status >= 500:
+        return TransientStorageError(
+            f"The object store failed on {where} ({code or status}) after retries; retry later.",
+            bucket=bucket, key=key)
+    return StorageError(f"The object store refused a request on {where}: {code} {err.get('Message', '')}.",
+                        bucket=bucket, key=key)
+
+
+class ObjectStore:
+    """A bucket, seen through an injected boto3 client."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def _call(self, key: str | None, fn: Any, **kwargs: Any) -> Any:
+        from botocore import exceptions as bce
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise translate(exc, bucket=self.bucket, key=key) from exc
+
+    def check_bucket(self) -> None:
+        self._call(None, self.client.head_bucket)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, following continuation tokens (no 1,000-key cap)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        from botocore import exceptions as bce
+
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["ETag"].strip('"'), int(item["Size"]))
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise translate(exc, bucket=self.bucket, key=None) from exc
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self._call(key, self.client.head_object, Key=key)
+        except ObjectNotFoundError:
+            return None
+        return ObjectInfo(key, resp["ETag"].strip('"'), int(resp["ContentLength"]))
+
+    def get(self, key: str, *, max_bytes: int | None = None) -> ObjectData:
+        """Read a whole object; refuse before reading the body if it exceeds ``max_bytes``."""
+        resp = self._call(key, self.client.get_object, Key=key)
+        size = int(resp["ContentLength"])
+        if max_bytes is not None and size > max_bytes:
+            resp["Body"].close()
+            raise ImageTooLargeError(
+                f"s3://{self.bucket}/{key} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+                "send a smaller frame or raise MAX_IMAGE_BYTES.", bucket=self.bucket, key=key, size=size)
+        from botocore import exceptions as bce
+
+        try:
+            body = resp["Body"].read()
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise translate(exc, bucket=self.bucket, key=key) from exc
+        return ObjectData(key, resp["ETag"].strip('"'), size, body)
+
+    def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
+            metadata: dict[str, str] | None = None) -> str:
+        resp = self._call(key, self.client.put_object, Key=key, Body=body, ContentType=content_type,
+                          Metadata=metadata or {})
+        return str(resp.get("ETag", "")).strip('"')
+
+    def put_json(self, key: str, obj: Any) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).encode()
+        return self.put(key, data, content_type="application/json")
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get(key).body)
