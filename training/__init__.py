@@ -1,0 +1,1 @@
+"""Training: labelled frames in S3 -> a versioned, self-describing model bundle."""

@@ -1,0 +1,123 @@
+"""Command-line flags of ``python -m training.fit`` and the frozen config they build."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.backbones import backbone_names
+from shared.config import DecodeLimits, S3Settings, normalise_prefix
+from shared.errors import ConfigError
+
+DESCRIPTION = """\
+Train a frame classifier on labelled images in S3 and save a versioned model bundle.
+
+Images are listed under s3://BUCKET/PREFIX/<label>/..., one folder per label. Features
+come from an ImageNet backbone; a LightGBM head is cross-validated, fitted on all the
+data, exported to ONNX with measured parity, and written to s3://BUCKET/MODEL_PREFIX<version>/.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    bucket: str
+    prefix: str
+    s3: S3Settings
+    labels: tuple[str, ...] | None
+    positive: str | None
+    backbone: str
+    weights: str
+    folds: int
+    seed: int
+    batch_size: int
+    workers: int
+    cache_prefix: str | None
+    model_prefix: str
+    out: Path | None
+    promote: bool
+    group_by: str | None
+    min_auc: float
+    max_unreadable: float
+    limits: DecodeLimits
+    head_overrides: dict[str, Any]
+    progress: bool
+    parity_images: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.fit", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    s3 = p.add_argument_group("data in S3")
+    s3.add_argument("--bucket", help="bucket holding the labelled images (env BUCKET)")
+    s3.add_argument("--prefix", help="prefix above the label folders (env TRAIN_PREFIX; default train/)")
+    s3.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
+    s3.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    s3.add_argument("--labels", help="comma-separated labels to use, e.g. bus,car (default: every label folder)")
+    s3.add_argument("--positive", help="positive class of a binary head (default: the second label in sorted order)")
+    s3.add_argument("--group-by", metavar="REGEX", help="regex over the key below PREFIX whose match (or first group) "
+                    "names a camera or sequence; its frames stay in one fold (StratifiedGroupKFold)")
+    s3.add_argument("--max-unreadable", type=float, default=0.05,
+                    help="fail when more than this share of images cannot be decoded (default 0.05)")
+    s3.add_argument("--max-image-bytes", type=int, default=DecodeLimits().max_bytes, help="largest image accepted")
+    s3.add_argument("--max-image-pixels", type=int, default=DecodeLimits().max_pixels,
+                    help="largest pixel count accepted (decompression-bomb guard)")
+    fe = p.add_argument_group("features")
+    fe.add_argument("--backbone", default="mobilenet_v2", choices=backbone_names(), help="default mobilenet_v2")
+    fe.add_argument("--weights", default="imagenet", help="imagenet (Keras cache under $KERAS_HOME/models), "
+                    "PATH to a local .h5 weights file, or random (smoke runs; marked in the manifest)")
+    fe.add_argument("--batch-size", type=int, default=32, help="images per backbone batch (default 32)")
+    fe.add_argument("--workers", type=int, default=8, help="concurrent S3 downloads and decodes (default 8)")
+    fe.add_argument("--cache-prefix", default="cache/features/",
+                    help="where the feature cache lives in the bucket (default cache/features/)")
+    fe.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    fe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    hd = p.add_argument_group("head")
+    hd.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
+    hd.add_argument("--seed", type=int, default=42, help="seed for folds, LightGBM and random weights (default 42)")
+    hd.add_argument("--min-auc", type=float, default=0.6,
+                    help="fail (and do not promote) below this mean CV ROC AUC (default 0.6)")
+    hd.add_argument("--n-estimators", type=int, help="LightGBM boosting rounds (default 300)")
+    hd.add_argument("--learning-rate", type=float, help="LightGBM learning rate (default 0.05)")
+    hd.add_argument("--num-leaves", type=int, help="LightGBM leaves per tree (default scales with the data)")
+    out = p.add_argument_group("bundle")
+    out.add_argument("--model-prefix", default="models/", help="where bundles go in the bucket (default models/)")
+    out.add_argument("--out", type=Path, help="also write the bundle to this local folder")
+    out.add_argument("--no-promote", action="store_true", help="do not point models/latest.json at the new bundle")
+    out.add_argument("--parity-images", type=int, default=32,
+                     help="training images used for the Keras/ONNX parity check (default 32)")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitConfig:
+    args = build_parser().parse_args(argv)
+    bucket = args.bucket or env.get("BUCKET")
+    if not bucket:
+        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    _check_positive_numbers(args)
+    s3 = S3Settings.from_env(env)
+    overrides = {k: v for k, v in (("n_estimators", args.n_estimators), ("learning_rate", args.learning_rate),
+                                   ("num_leaves", args.num_leaves)) if v is not None}
+    return FitConfig(
+        bucket=bucket, prefix=normalise_prefix(args.prefix or env.get("TRAIN_PREFIX") or "train/"),
+        s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
+        labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None,
+        positive=args.positive, backbone=args.backbone, weights=args.weights, folds=args.folds, seed=args.seed,
+        batch_size=args.batch_size, workers=args.workers,
+        cache_prefix=None if args.no_cache else normalise_prefix(args.cache_prefix),
+        model_prefix=normalise_prefix(args.model_prefix), out=args.out, promote=not args.no_promote,
+        group_by=args.group_by, min_auc=args.min_auc, max_unreadable=args.max_unreadable,
+        limits=DecodeLimits(args.max_image_bytes, args.max_image_pixels), head_overrides=overrides,
+        progress=not args.no_progress, parity_images=args.parity_images)
+
+
+def _check_positive_numbers(args: argparse.Namespace) -> None:
+    for flag in ("folds", "batch_size", "workers", "parity_images", "max_image_bytes", "max_image_pixels"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
+    if args.folds < 2:
+        raise ConfigError("--folds must be at least 2 for cross-validation.")
+    if not 0 <= args.max_unreadable < 1:
+        raise ConfigError("--max-unreadable is a share between 0 and 1, e.g. 0.05.")

@@ -1,0 +1,238 @@
+"""``python -m training.fit``: labelled frames in S3 -> a versioned model bundle.
+
+Cheap checks (flags, weights on disk, bucket, dataset layout) run before TensorFlow is
+imported, so user errors come back in a second as one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared import bundle
+from shared.backbones import BackboneSpec, get_backbone
+from shared.errors import CCTVError, DatasetError
+from shared.imaging import DECODER_VERSION, RESIZE_FILTER
+from shared.storage import ObjectStore, make_client
+from training import export, report as report_mod
+from training.cache import FeatureCache, namespace
+from training.cli import FitConfig, config_from_args
+from training.dataset import Dataset, Item, check_folds, list_dataset
+from training.features import ExtractionStats, Unreadable, extract, load_frame
+from training.head import CVResult, check_not_chance, cross_validate, fit_final
+from training.keras_backbone import WeightsChoice, build_model, keras_home, resolve_weights
+
+Clock = Callable[[], dt.datetime]
+VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",
+                      "lightgbm", "scikit-learn", "numpy", "pillow")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    try:
+        config = config_from_args(argv, env)
+        result = run(config, ObjectStore(make_client(config.s3, max_pool_connections=config.workers * 2),
+                                         config.bucket), env=env)
+    except CCTVError as exc:
+        print(f"training.fit: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("training.fit: interrupted; nothing was promoted.", file=sys.stderr)
+        return 130
+    print(result["markdown"])
+    print(result["summary"])
+    return 0
+
+
+def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock: Clock = utcnow) -> dict[str, Any]:
+    """The whole training job; returns the report and where the bundle went."""
+    spec = get_backbone(config.backbone)
+    choice = resolve_weights(spec, config.weights, home=keras_home(env), seed=config.seed)
+    store.check_bucket()
+    dataset = list_dataset(store, config.prefix, labels=config.labels, group_by=config.group_by)
+    check_folds(dataset, config.folds)
+    positive = _positive_class(dataset, config.positive)
+    model = build_model(spec, choice, seed=config.seed)
+    feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, model)
+    items = _usable(dataset, unreadable, config.max_unreadable)
+    X = np.stack([feats[i.key] for i in items]).astype(np.float32)
+    y = np.array([dataset.classes.index(i.label) for i in items])
+    pos_index = None if positive is None else dataset.classes.index(positive)
+    groups = np.array([i.group for i in items]) if config.group_by else None
+    check_folds(_subset(dataset, items), config.folds)
+    cv = cross_validate(X, y, n_classes=len(dataset.classes), positive=pos_index, folds=config.folds,
+                        seed=config.seed, groups=groups, overrides=config.head_overrides)
+    version = f"{clock():%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}"
+    rep = _report(config, dataset, spec, choice, cv, stats, hits, unreadable, version, positive)
+    markdown = report_mod.markdown(rep)
+    try:
+        check_not_chance(cv, y, min_auc=config.min_auc)
+    except CCTVError:
+        print(markdown, file=sys.stderr)
+        raise
+    final = fit_final(X, y, cv.params)
+    class_index = keras_home(env) / "models" / "imagenet_class_index.json"
+    saved = _save(config, store, spec, choice, model, final, (X, y, items), cv, rep, class_index, clock)
+    return saved | {"markdown": markdown}
+
+
+def _positive_class(dataset: Dataset, wanted: str | None) -> str | None:
+    if wanted is not None and wanted not in dataset.classes:
+        raise DatasetError(f"--positive {wanted!r} is not one of the labels found: {', '.join(dataset.classes)}.")
+    if len(dataset.classes) != 2:
+        if wanted is not None:
+            raise DatasetError(f"--positive only applies to two labels; found {len(dataset.classes)}.")
+        return None
+    return wanted or dataset.classes[1]
+
+
+def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec,
+               choice: WeightsChoice, model: Any) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
+    cache = None
+    todo: list[Item] = list(dataset.items)
+    feats: dict[str, np.ndarray] = {}
+    if config.cache_prefix is not None:
+        cache = FeatureCache(store, config.cache_prefix, namespace(spec.name, choice.identity, spec.input_size))
+        cache.load()
+        feats, todo = cache.lookup(dataset.items)
+    hits = len(feats)
+
+    def backbone(batch: np.ndarray) -> np.ndarray:
+        out = model.predict_on_batch(batch)
+        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+    new, unreadable, stats = extract(todo, store, backbone, size=spec.input_size, limits=config.limits,
+                                     batch_size=config.batch_size, workers=config.workers, progress=config.progress)
+    if cache is not None:
+        cache.add(todo, new)
+    return feats | new, unreadable, stats, hits
+
+
+def _usable(dataset: Dataset, unreadable: list[Unreadable], max_share: float) -> list[Item]:
+    bad = {u.key for u in unreadable}
+    share = len(bad) / max(1, len(dataset.items))
+    if share > max_share:
+        sample = ", ".join(sorted(bad)[:5])
+        raise DatasetError(f"{len(bad)} of {len(dataset.items)} images ({share:.1%}) could not be decoded, over the "
+                           f"{max_share:.0%} limit (e.g. {sample}); fix or remove them, or raise --max-unreadable.",
+                           bucket=dataset.bucket, prefix=dataset.prefix)
+    return [i for i in dataset.items if i.key not in bad]
+
+
+def _subset(dataset: Dataset, items: list[Item]) -> Dataset:
+    return Dataset(dataset.bucket, dataset.prefix, tuple(items), dataset.classes, dataset.skipped_non_image)
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _report(config: FitConfig, dataset: Dataset, spec: BackboneSpec, choice: WeightsChoice, cv: CVResult,
+            stats: ExtractionStats, hits: int, unreadable: list[Unreadable], version: str,
+            positive: str | None) -> dict[str, Any]:
+    return {
+        "version": version, "backbone": spec.name, "weights": choice.to_dict(), "seed": config.seed,
+        "classes": list(dataset.classes), "positive_class": positive, "threshold": cv.threshold,
+        "dataset": {"bucket": dataset.bucket, "prefix": dataset.prefix, "fingerprint": dataset.fingerprint,
+                    "n_images": len(dataset.items), "counts": dataset.counts,
+                    "skipped_non_image": dataset.skipped_non_image, "ungrouped": dataset.ungrouped,
+                    "unreadable": [u.__dict__ for u in unreadable]},
+        "features": {"computed": stats.computed, "cache_hits": hits, "seconds": round(stats.seconds, 3),
+                     "images_per_second": round(stats.images_per_second, 2),
+                     "cache_prefix": config.cache_prefix},
+        "cv": {"folds_k": config.folds, "grouped": cv.grouped, "folds": cv.folds, "mean": cv.summary["mean"],
+               "std": cv.summary["std"], "oof": cv.oof},
+        "head": {"type": "lightgbm", "params": cv.params},
+    }
+
+
+def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: WeightsChoice, model: Any,
+          final: Any, data: tuple[np.ndarray, np.ndarray, list[Item]], cv: CVResult, rep: dict[str, Any],
+          class_index: Path, clock: Clock) -> dict[str, Any]:
+    X, y, items = data
+    with tempfile.TemporaryDirectory(prefix="cctv-bundle-") as tmp:
+        out = config.out if config.out is not None else Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        exported = _export(config, store, spec, model, final, X, items, out, class_index)
+        report_mod.write(rep, out, y, cv.oof_probs)
+        manifest, manifest_sha = bundle.write_manifest(out, _manifest(rep, spec, choice, exported, clock))
+        prefix = bundle.upload_bundle(store, out, config.model_prefix, rep["version"])
+        latest = None
+        if config.promote:
+            latest = bundle.promote(store, config.model_prefix, rep["version"], manifest_sha, manifest.raw["created_at"])
+    where = f"s3://{store.bucket}/{prefix}"
+    summary = (f"Bundle {rep['version']} written to {where}" + (f" and {config.out}" if config.out else "")
+               + (f"; promoted in s3://{store.bucket}/{latest}." if latest else "; not promoted (--no-promote)."))
+    return {"version": rep["version"], "s3_prefix": where, "manifest": manifest.raw, "report": rep,
+            "summary": summary, "promoted": latest is not None}
+
+
+def _export(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: Any, final: Any, X: np.ndarray,
+            items: list[Item], out: Path, class_index: Path) -> tuple[bool, dict[str, Any]]:
+    """Write the ONNX graphs and head.txt, check parity; return (ImageNet top-k available, parity)."""
+    has_top = len(model.outputs) > 1
+    export.export_backbone(model, out / "backbone.onnx", has_top=has_top)
+    export.export_head(final.booster_, X.shape[1], out / "head.onnx")
+    final.booster_.save_model(str(out / "head.txt"))
+    if has_top and class_index.is_file():
+        _write_imagenet_classes(class_index, out / "imagenet_classes.json")
+    elif has_top:
+        print(f"training.fit: note: {class_index} is missing, so the bundle will not report ImageNet top-3 labels.",
+              file=sys.stderr)
+    step = max(1, len(items) // config.parity_images)
+    sample = np.stack([load_frame(store, item, spec.input_size, config.limits)
+                       for item in items[::step][:config.parity_images]])
+    parity = {"backbone": export.backbone_parity(model, out / "backbone.onnx", sample),
+              "head": export.head_parity(final, out / "head.onnx", X)}
+    export.check_parity(parity)
+    return has_top and (out / "imagenet_classes.json").is_file(), parity
+
+
+def _write_imagenet_classes(class_index: Path, path: Path) -> None:
+    """Keras' class index ({"0": ["n01440764", "tench"], ...}) as a plain list of 1,000 names."""
+    index = json.loads(class_index.read_text())
+    path.write_text(json.dumps([index[str(i)][1] for i in range(len(index))]) + "\n")
+
+
+def _manifest(rep: dict[str, Any], spec: BackboneSpec, choice: WeightsChoice,
+              exported: tuple[bool, dict[str, Any]], clock: Clock) -> dict[str, Any]:
+    has_top, parity = exported
+    return {
+        "version": rep["version"], "created_at": clock().isoformat(timespec="seconds"),
+        "backbone": {**spec.to_dict(), "weights": choice.to_dict(), "has_imagenet_top": has_top},
+        "decoder": {"version": DECODER_VERSION, "resize": RESIZE_FILTER.name.lower(), "fit": "squash",
+                    "exif_orientation": True},
+        "classes": rep["classes"], "positive_class": rep["positive_class"], "threshold": rep["threshold"],
+        "metrics": {"folds": rep["cv"]["folds"], "mean": rep["cv"]["mean"], "std": rep["cv"]["std"],
+                    "oof": rep["cv"]["oof"], "grouped": rep["cv"]["grouped"]},
+        "head": rep["head"], "seed": rep["seed"],
+        "dataset": {k: v for k, v in rep["dataset"].items() if k != "unreadable"}
+        | {"n_unreadable": len(rep["dataset"]["unreadable"])},
+        "parity": parity, "versions": _versions(),
+        "onnx": {"backbone": {"input": "image", "outputs": ["features"] + (["imagenet_probs"] if has_top else [])},
+                 "head": {"input": "features", "output": "probabilities"}},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Build a registry backbone in Keras, with its preprocessing inside the graph.
+
+The model takes uint8 RGB ``(N, H, W, 3)`` and returns ``[features]`` or
+``[features, imagenet_probs]`` when ImageNet top weights are loaded.  TensorFlow is
+imported only inside functions, so ``--help`` and input validation stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from shared.backbones import BackboneSpec
+from shared.bundle import sha256_file
+from shared.errors import ConfigError, WeightsNotFoundError
+
+WEIGHTS_CHOICES = "imagenet (the Keras cache), PATH to a local .h5 file, or random (smoke runs only)"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsChoice:
+    source: str  # "imagenet", "file" or "random"
+    path: Path | None
+    include_top: bool
+    identity: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "file": self.path.name if self.path else None,
+                "include_top": self.include_top, "identity": self.identity,
+                "note": "random weights: smoke run only, not a useful model" if self.source == "random" else None}
+
+
+def keras_home(env: dict[str, str] | os._Environ[str]) -> Path:
+    """Keras' own cache folder rule: $KERAS_HOME, else ~/.keras."""
+    return Path(env.get("KERAS_HOME") or Path.home() / ".keras")
+
+
+def resolve_weights(spec: BackboneSpec, weights: str, *, home: Path, seed: int) -> WeightsChoice:
+    """Decide which weights to load, before any TensorFlow import, and fail early if absent."""
+    if weights == "random":
+        return WeightsChoice("random", None, False, f"random-seed-{seed}")
+    if weights == "imagenet":
+        return _imagenet_choice(spec, home)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--weights {weights!r} is not a file; pass {WEIGHTS_CHOICES}.", weights=weights)
+    if path.suffix.lower() not in {".h5", ".keras", ".weights.h5"}:
+        raise ConfigError(f"--weights {weights!r} should be a Keras .h5 weights file.", weights=weights)
+    return WeightsChoice("file", path.resolve(), _looks_like_top(path), sha256_file(path))
+
+
+def _looks_like_top(path: Path) -> bool:
+    name = path.name.lower()
+    return not ("no_top" in name or "notop" in name)
+
+
+def _imagenet_choice(spec: BackboneSpec, home: Path) -> WeightsChoice:
+    models = home / "models"
+    top, notop = models / spec.weights_file_top, models / spec.weights_file_notop
+    if top.is_file():
+        return WeightsChoice("imagenet", top, True, sha256_file(top))
+    if notop.is_file():
+        return WeightsChoice("imagenet", notop, False, sha256_file(notop))
+    raise WeightsNotFoundError(
+        f"The {spec.keras_application} ImageNet weights are not in the Keras cache: {notop} is missing "
+        f"(cache folder {models}, set by KERAS_HOME) and they cannot be downloaded here. Put the file there, "
+        f"or pass --weights {WEIGHTS_CHOICES}.", path=str(notop), cache=str(models))
+
+
+def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int) -> Any:
+    """A Keras model from uint8 RGB to [features] or [features, imagenet_probs]."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    base = _application(spec, choice)
+    width, height = spec.input_size
+    image = keras.Input((height, width, 3), dtype="uint8", name="image")
+    outputs = base(_preprocess(keras, image, spec))
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return keras.Model(image, list(outputs), name=f"{spec.name}_uint8")
+
+
+def _application(spec: BackboneSpec, choice: WeightsChoice) -> Any:
+    import keras
+
+    app = getattr(keras.applications, spec.keras_application)
+    width, height = spec.input_size
+    weights = {"imagenet": "imagenet", "random": None}.get(choice.source, str(choice.path))
+    try:
+        if not choice.include_top:
+            return app(include_top=False, weights=weights, input_shape=(height, width, 3), pooling="avg")
+        full = app(include_top=True, weights=weights, input_shape=(height, width, 3))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"Could not load {spec.keras_application} weights from {choice.path or weights} ({exc}); "
+                          f"pass {WEIGHTS_CHOICES}.", weights=str(choice.path)) from None
+    pooled = [layer for layer in full.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)][-1]
+    return keras.Model(full.input, [pooled.output, full.output], name=f"{spec.name}_backbone")
+
+
+def _preprocess(keras: Any, image: Any, spec: BackboneSpec) -> Any:
+    p = spec.preprocessing
+    x = keras.ops.cast(image, "float32")
+    if p.channel_order == "BGR":
+        x = keras.ops.flip(x, axis=-1)
+    mean = keras.ops.convert_to_tensor(p.mean, dtype="float32")
+    return (x - mean) * p.scale

@@ -1,0 +1,111 @@
+"""The training report: JSON for machines, Markdown for people, two PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown, led by the per-fold table with mean ± std."""
+    ds, cv = report["dataset"], report["cv"]
+    lines = [f"# Training report: {report['version']}", "",
+             f"- backbone: {report['backbone']} ({report['weights']['source']} weights"
+             + (", SMOKE RUN ONLY" if report["weights"]["source"] == "random" else "") + ")",
+             f"- dataset: s3://{ds['bucket']}/{ds['prefix']} — {ds['n_images']} images "
+             f"({', '.join(f'{k}: {v}' for k, v in ds['counts'].items())}); fingerprint {ds['fingerprint'][:16]}",
+             f"- skipped: {ds['skipped_non_image']} non-image keys, {len(ds['unreadable'])} unreadable images",
+             f"- features: {report['features']['computed']} computed, {report['features']['cache_hits']} from cache"
+             f" ({report['features']['images_per_second']:.1f} img/s)",
+             f"- folds: {cv['folds_k']} ({'StratifiedGroupKFold' if cv['grouped'] else 'StratifiedKFold'}), "
+             f"seed {report['seed']}", "",
+             "| fold | n | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for fold in cv["folds"]:
+        lines.append(f"| {fold['fold']} | {fold['n']} | " + " | ".join(_fmt(fold[c]) for c in COLUMNS) + " |")
+    lines.append("| **mean ± std** | | " + " | ".join(
+        f"{_fmt(cv['mean'][c])} ± {_fmt(cv['std'][c])}" for c in COLUMNS) + " |")
+    lines += ["", _threshold_line(report), "", "Out-of-fold confusion matrix (rows: true, columns: predicted):", "",
+              _matrix(report["classes"], cv["oof"]["confusion_matrix"])]
+    if ds["unreadable"]:
+        lines += ["", "Unreadable images (skipped):", ""]
+        lines += [f"- `{u['key']}`: {u['error']}: {u['message']}" for u in ds["unreadable"]]
+    return "\n".join(lines) + "\n"
+
+
+def _threshold_line(report: dict[str, Any]) -> str:
+    oof = report["cv"]["oof"]
+    if report.get("threshold") is None:
+        return f"Decision: argmax over {len(report['classes'])} classes; out-of-fold accuracy {_fmt(oof['accuracy'])}."
+    return (f"Decision threshold for `{report['positive_class']}`: {report['threshold']:.4f} (best out-of-fold F1); "
+            f"at that threshold out-of-fold F1 {_fmt(oof['f1'])}, accuracy {_fmt(oof['accuracy'])}.")
+
+
+def _matrix(classes: list[str], matrix: list[list[int]]) -> str:
+    rows = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    rows += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, matrix)]
+    return "\n".join(rows)
+
+
+def write(report: dict[str, Any], out_dir: Path, y: np.ndarray, oof_probs: np.ndarray) -> None:
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))
+    _plot_confusion(report["classes"], report["cv"]["oof"]["confusion_matrix"], out_dir / "confusion_matrix.png")
+    if report.get("positive_class") is not None:
+        pos = report["classes"].index(report["positive_class"])
+        _plot_roc(y == pos, oof_probs[:, pos], report["cv"]["oof"]["roc_auc"], out_dir / "roc.png")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _plot_confusion(classes: list[str], matrix: list[list[int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2.5, 1.2 * len(classes) + 2))
+    data = np.asarray(matrix)
+    ax.imshow(data, cmap="Blues")
+    for (i, j), v in np.ndenumerate(data):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > data.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Out-of-fold confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _plot_roc(y: np.ndarray, scores: np.ndarray, auc: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"out-of-fold AUC {auc:.3f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
