@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 REQUIRED_FILES = ("backbone.onnx", "head.onnx")
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -113,7 +115,24 @@ def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
     for name in REQUIRED_FILES:
         if name not in raw["files"]:
             raise BundleIncompatibleError(f"The manifest at {where} lists no {name}.", path=where)
+    for name in raw["files"]:
+        # Names are joined onto local folders: only plain file names, never a path.
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise BundleIncompatibleError(f"The manifest at {where} lists {name!r}, which is not a plain file "
+                                          "name; it was not written by training.fit.", path=where)
     return Manifest(raw)
+
+
+def _parse_manifest(data: bytes, *, where: str) -> Manifest:
+    try:
+        raw = json.loads(data)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        raise BundleIntegrityError(f"The manifest at {where} is not valid JSON; the bundle was damaged. "
+                                   "Retrain or restore it.", path=where) from None
+    if not isinstance(raw, dict):
+        raise BundleIncompatibleError(f"The manifest at {where} is not a JSON object; it is not a bundle "
+                                      "written by training.fit.", path=where)
+    return check_manifest(raw, where=where)
 
 
 def verify_dir(bundle_dir: Path, *, manifest_sha256: str | None = None) -> Manifest:
@@ -126,7 +145,7 @@ def verify_dir(bundle_dir: Path, *, manifest_sha256: str | None = None) -> Manif
     if manifest_sha256 is not None and sha256_bytes(data) != manifest_sha256:
         raise BundleIntegrityError(f"{manifest_path} does not match the checksum in {LATEST}; the bundle "
                                    "was altered after training. Retrain or restore it.", path=str(manifest_path))
-    manifest = check_manifest(json.loads(data), where=str(bundle_dir))
+    manifest = _parse_manifest(data, where=str(bundle_dir))
     for name, meta in manifest.files.items():
         path = bundle_dir / name
         if not path.is_file():
@@ -166,7 +185,7 @@ def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256
 def resolve_version(store: ObjectStore, model_prefix: str, pinned: str | None) -> tuple[str, str | None]:
     """Return (version, manifest sha256 or None); a pinned version skips ``latest.json``."""
     if pinned:
-        return pinned, None
+        return _checked_version(pinned, "MODEL_VERSION"), None
     key = f"{model_prefix}{LATEST}"
     try:
         latest = store.get_json(key)
@@ -174,7 +193,21 @@ def resolve_version(store: ObjectStore, model_prefix: str, pinned: str | None) -
         raise BundleNotFoundError(
             f"s3://{store.bucket}/{key} does not exist: no model has been promoted yet. Run "
             "`python -m training.fit` first, or pin one with MODEL_VERSION.", bucket=store.bucket, key=key) from None
-    return str(latest["version"]), latest.get("manifest_sha256")
+    except ValueError:
+        raise BundleIntegrityError(f"s3://{store.bucket}/{key} is not valid JSON; promote a model again.",
+                                   bucket=store.bucket, key=key) from None
+    if not isinstance(latest, dict) or "version" not in latest:
+        raise BundleIncompatibleError(f"s3://{store.bucket}/{key} names no version; promote a model again.",
+                                      bucket=store.bucket, key=key)
+    return _checked_version(str(latest["version"]), key), latest.get("manifest_sha256")
+
+
+def _checked_version(version: str, source: str) -> str:
+    # The version becomes a folder name under the cache dir and an S3 prefix: no paths.
+    if not _VERSION_RE.fullmatch(version):
+        raise BundleIncompatibleError(f"{source} gives the version {version!r}, which is not a bundle version "
+                                      "(letters, digits, '.', '_' and '-' only).", version=version)
+    return version
 
 
 def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir: Path,
@@ -192,7 +225,7 @@ def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir:
         raise BundleIntegrityError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not match the checksum in "
                                    f"{LATEST}; the bundle was altered. Retrain or restore it.",
                                    bucket=store.bucket, key=prefix + MANIFEST)
-    manifest = check_manifest(json.loads(manifest_bytes), where=f"s3://{store.bucket}/{prefix}")
+    manifest = _parse_manifest(manifest_bytes, where=f"s3://{store.bucket}/{prefix}")
     for name, meta in manifest.files.items():
         path = target / name
         if path.is_file() and sha256_file(path) == meta["sha256"]:

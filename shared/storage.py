@@ -82,7 +82,8 @@ def _translate_client_error(exc: Any, where: str, bucket: str, key: str | None) 
     err = exc.response.get("Error", {})
     code = str(err.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code == "NoSuchBucket":
+    # HeadBucket has no body, so a missing bucket is a bare "404" with no key.
+    if code == "NoSuchBucket" or (code in _NOT_FOUND_KEY and key is None):
         return BucketNotFoundError(
             f"Bucket {bucket!r} does not exist; create it or pass the right --bucket.", bucket=bucket)
     if code in _NOT_FOUND_KEY and key is not None:

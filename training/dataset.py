@@ -116,7 +116,10 @@ def _check_labels(bucket: str, prefix: str, classes: tuple[str, ...], wanted: se
                            "label folders.", bucket=bucket, prefix=prefix)
 
 
-def check_folds(dataset: Dataset, folds: int) -> None:
+def check_folds(dataset: Dataset, folds: int, *, grouped: bool = False) -> None:
+    if grouped and (n_groups := len({item.group for item in dataset.items})) < folds:
+        raise DatasetError(f"--group-by found {n_groups} groups, fewer than the {folds} folds; use a broader "
+                           "pattern or lower --folds.", bucket=dataset.bucket, prefix=dataset.prefix)
     small = {label: n for label, n in dataset.counts.items() if n < folds}
     if small:
         detail = ", ".join(f"{label} has {n}" for label, n in sorted(small.items()))

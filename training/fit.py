@@ -64,7 +64,7 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     choice = resolve_weights(spec, config.weights, home=keras_home(env), seed=config.seed)
     store.check_bucket()
     dataset = list_dataset(store, config.prefix, labels=config.labels, group_by=config.group_by)
-    check_folds(dataset, config.folds)
+    check_folds(dataset, config.folds, grouped=bool(config.group_by))
     positive = _positive_class(dataset, config.positive)
     model = build_model(spec, choice, seed=config.seed)
     feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, model)
@@ -73,7 +73,7 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     y = np.array([dataset.classes.index(i.label) for i in items])
     pos_index = None if positive is None else dataset.classes.index(positive)
     groups = np.array([i.group for i in items]) if config.group_by else None
-    check_folds(_subset(dataset, items), config.folds)
+    check_folds(_subset(dataset, items), config.folds, grouped=bool(config.group_by))
     cv = cross_validate(X, y, n_classes=len(dataset.classes), positive=pos_index, folds=config.folds,
                         seed=config.seed, groups=groups, overrides=config.head_overrides)
     version = f"{clock():%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}"

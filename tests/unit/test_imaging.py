@@ -1,0 +1,443 @@
+"""shared.imaging.decode_image: every mode and format, EXIF, draft mode, and every refusal.
+
+Every image is built here with Pillow; none is read from disk.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps, JpegImagePlugin
+
+from shared.config import DecodeLimits
+from shared.errors import (
+    DecompressionBombError,
+    ImageTooLargeError,
+    InvalidImageError,
+    NotAnImageError,
+    TruncatedImageError,
+)
+from shared.imaging import RESIZE_FILTER, decode_image
+
+KEY = "incoming/cam-7/frame-0001.jpg"
+WHITE = (255, 255, 255)
+
+
+def encode(img: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def assert_sentence(exc: BaseException) -> None:
+    message = str(exc)
+    assert message.endswith("."), message
+    assert message[0].isupper() or message[0] in "'\"", message
+
+
+def assert_names_key(exc: InvalidImageError, key: str = KEY) -> None:
+    assert exc.context["key"] == key
+    assert key in str(exc)
+    assert_sentence(exc)
+
+
+def assert_uniform(arr: np.ndarray, size: tuple[int, int], colour: tuple[int, int, int], tol: int) -> None:
+    width, height = size
+    assert arr.shape == (height, width, 3)
+    assert arr.dtype == np.uint8
+    diff = np.abs(arr.astype(np.int16) - np.array(colour, dtype=np.int16))
+    assert diff.max() <= tol, f"expected {colour} ± {tol}, got pixels from {arr.reshape(-1, 3).min(0)} " \
+                              f"to {arr.reshape(-1, 3).max(0)}"
+
+
+# -- every mode, at the requested size ------------------------------------------------
+
+SRC = (16, 12)  # (width, height) of the source images
+OUT = (7, 5)  # deliberately non-square, not a divisor of SRC
+
+
+def _palette(mode_colour: tuple[int, int, int], hidden: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    img = Image.new("P", SRC, 1)
+    img.putpalette([*hidden, *mode_colour] + [0] * (256 - 2) * 3)
+    return img
+
+
+def _p_transparent(fmt: str) -> bytes:
+    # Index 1 is (10, 200, 30) but marked transparent: it must come out white.
+    return encode(_palette((10, 200, 30)), fmt, transparency=1)
+
+
+def _i16(value: int) -> bytes:
+    img = Image.fromarray(np.full(SRC[::-1], value, dtype=np.uint16))
+    assert img.mode == "I;16"
+    return encode(img, "PNG")
+
+
+MODE_CASES: list = [
+    pytest.param(lambda: encode(Image.new("RGB", SRC, (200, 30, 60)), "PNG"), (200, 30, 60), 0, id="RGB-png"),
+    pytest.param(lambda: encode(Image.new("L", SRC, 100), "PNG"), (100, 100, 100), 0, id="L-png"),
+    pytest.param(lambda: encode(Image.new("L", SRC, 100), "JPEG"), (100, 100, 100), 2, id="L-jpeg"),
+    pytest.param(lambda: encode(Image.new("LA", SRC, (100, 255)), "PNG"), (100, 100, 100), 0, id="LA-opaque"),
+    pytest.param(lambda: encode(Image.new("LA", SRC, (100, 0)), "PNG"), WHITE, 0, id="LA-transparent"),
+    pytest.param(lambda: encode(_palette((10, 200, 30)), "PNG"), (10, 200, 30), 0, id="P-png"),
+    pytest.param(lambda: encode(_palette((10, 200, 30)), "GIF"), (10, 200, 30), 0, id="P-gif"),
+    pytest.param(lambda: _p_transparent("PNG"), WHITE, 0, id="P-transparency-png"),
+    pytest.param(lambda: _p_transparent("GIF"), WHITE, 0, id="P-transparency-gif"),
+    pytest.param(lambda: encode(Image.new("RGBA", SRC, (10, 20, 30, 255)), "PNG"), (10, 20, 30), 0,
+                 id="RGBA-opaque"),
+    pytest.param(lambda: encode(Image.new("RGBA", SRC, (10, 20, 30, 0)), "PNG"), WHITE, 0, id="RGBA-transparent"),
+    pytest.param(lambda: encode(Image.new("RGBA", SRC, (10, 20, 30, 0)), "WEBP", lossless=True), WHITE, 0,
+                 id="RGBA-transparent-webp"),
+    # Pillow's CMYK -> RGB is R = 255 - C - K etc., so (0, 255, 255, 0) is pure red.
+    pytest.param(lambda: encode(Image.new("CMYK", SRC, (0, 255, 255, 0)), "JPEG", quality=95), (255, 0, 0), 8,
+                 id="CMYK-jpeg"),
+    pytest.param(lambda: encode(Image.new("CMYK", SRC, (0, 255, 255, 0)), "TIFF"), (255, 0, 0), 0, id="CMYK-tiff"),
+    pytest.param(lambda: _i16(65535), WHITE, 0, id="I16-max"),
+    pytest.param(lambda: _i16(32768), (127, 127, 127), 0, id="I16-half"),
+    pytest.param(lambda: encode(Image.new("1", SRC, 1), "PNG"), WHITE, 0, id="1-png-white"),
+    pytest.param(lambda: encode(Image.new("1", SRC, 0), "BMP"), (0, 0, 0), 0, id="1-bmp-black"),
+    pytest.param(lambda: encode(Image.new("1", SRC, 1), "TIFF"), WHITE, 0, id="1-tiff-white"),
+]
+
+
+@pytest.mark.parametrize(("build", "colour", "tol"), MODE_CASES)
+def test_every_mode_decodes_to_rgb_uint8_at_the_requested_size(
+        build: Callable[[], bytes], colour: tuple[int, int, int], tol: int) -> None:
+    arr = decode_image(build(), OUT, key=KEY)
+    assert_uniform(arr, OUT, colour, tol)
+
+
+def test_the_source_modes_are_really_the_ones_under_test() -> None:
+    # Guards the table above against Pillow silently changing what it opens.
+    opened = {
+        "LA": encode(Image.new("LA", SRC, (1, 2)), "PNG"),
+        "P": _p_transparent("PNG"),
+        "RGBA": encode(Image.new("RGBA", SRC, (1, 2, 3, 4)), "PNG"),
+        "CMYK": encode(Image.new("CMYK", SRC, (1, 2, 3, 4)), "JPEG"),
+        "I;16": _i16(5),
+        "1": encode(Image.new("1", SRC, 1), "PNG"),
+    }
+    for mode, data in opened.items():
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.mode == mode
+
+
+# -- formats ------------------------------------------------------------------------
+
+
+def _halves(size: tuple[int, int] = (32, 16), left=(255, 0, 0), right=(0, 0, 255)) -> Image.Image:
+    width, height = size
+    arr = np.empty((height, width, 3), dtype=np.uint8)
+    arr[:, : width // 2] = left
+    arr[:, width // 2:] = right
+    return Image.fromarray(arr)
+
+
+@pytest.mark.parametrize(("fmt", "tol"), [("JPEG", 24), ("PNG", 0), ("WEBP", 24), ("GIF", 0), ("BMP", 0),
+                                          ("TIFF", 0)])
+def test_every_format_keeps_the_picture_where_it_was(fmt: str, tol: int) -> None:
+    data = encode(_halves(), fmt)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.format == fmt
+    arr = decode_image(data, (8, 4), key=KEY)
+    assert arr.shape == (4, 8, 3) and arr.dtype == np.uint8
+    # Columns 0-2 only see the left (red) half of the source, 5-7 only the right (blue) one.
+    assert_uniform(arr[:, :3], (3, 4), (255, 0, 0), tol)
+    assert_uniform(arr[:, 5:], (3, 4), (0, 0, 255), tol)
+
+
+def test_frames_are_squashed_to_the_size_not_cropped() -> None:
+    # A 40x10 frame with a green strip in its last 4 columns: a centre crop to 10x10
+    # would lose the strip; squashing keeps it in the last output column.
+    arr = np.zeros((10, 40, 3), dtype=np.uint8)
+    arr[:, 36:] = (0, 255, 0)
+    out = decode_image(encode(Image.fromarray(arr), "PNG"), (10, 10))
+    assert out.shape == (10, 10, 3)
+    assert (out[:, -1, 1] > 200).all()
+    assert (out[:, :8, 1] == 0).all()
+
+
+def test_an_image_already_at_the_size_is_returned_pixel_for_pixel() -> None:
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    out = decode_image(encode(Image.fromarray(arr), "PNG"), (9, 6))
+    np.testing.assert_array_equal(out, arr)
+
+
+# -- 16-bit ---------------------------------------------------------------------------
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped() -> None:
+    values = np.array([0, 257, 32768, 65535], dtype=np.uint16)
+    img = Image.fromarray(np.tile(values.repeat(2), (2, 1)))  # 8x2, each value twice
+    data = encode(img, "PNG")
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.mode == "I;16"
+    out = decode_image(data, (8, 2))
+    grey = out[0, ::2, 0]
+    # Clipping (Pillow's own I;16 -> L) would give 255 for everything but 0.
+    assert grey.tolist() == [0, 1, 127, 255]
+    # Grey stays grey.
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_sixteen_bit_big_endian_tiff_is_scaled_too() -> None:
+    raw = np.full((4, 4), 32768, dtype=">u2").tobytes()
+    img = Image.frombuffer("I;16B", (4, 4), raw, "raw", "I;16B", 0, 1)
+    data = encode(img, "TIFF")
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.mode == "I;16B"
+        assert opened.getpixel((0, 0)) == 32768
+    assert_uniform(decode_image(data, (3, 2)), (3, 2), (127, 127, 127), 0)
+
+
+# -- transparency ---------------------------------------------------------------------
+
+
+def test_fully_transparent_pixels_are_white_whatever_rgb_they_hide() -> None:
+    outs = []
+    for hidden in [(0, 0, 0), (255, 0, 0), (12, 200, 99)]:
+        arr = np.zeros((6, 8, 4), dtype=np.uint8)
+        arr[..., :3] = hidden  # alpha stays 0
+        outs.append(decode_image(encode(Image.fromarray(arr, "RGBA"), "PNG"), (4, 3)))
+    for out in outs:
+        assert_uniform(out, (4, 3), WHITE, 0)
+
+
+def test_partial_alpha_is_composited_onto_white() -> None:
+    data = encode(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG")
+    out = decode_image(data, (4, 4))
+    # 128/255 black over white.
+    assert_uniform(out, (4, 4), (127, 127, 127), 1)
+
+
+# -- EXIF orientation -----------------------------------------------------------------
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _oriented(fmt: str, orientation: int, size: tuple[int, int] = (40, 20)) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(_halves(size, RED, BLUE), fmt, exif=exif)
+
+
+def _is_red(block: np.ndarray) -> bool:
+    mean = block.reshape(-1, 3).mean(0)
+    return bool(mean[0] > 200 and mean[2] < 60)
+
+
+def _is_blue(block: np.ndarray) -> bool:
+    mean = block.reshape(-1, 3).mean(0)
+    return bool(mean[2] > 200 and mean[0] < 60)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize(("orientation", "size", "red_part", "blue_part"), [
+    # Stored 40x20, red on the left.  (width, height) requested; slices of the output.
+    (1, (30, 10), np.s_[:, :12], np.s_[:, 18:]),     # as stored
+    (3, (30, 10), np.s_[:, 18:], np.s_[:, :12]),     # 180°: red moves right
+    (6, (10, 30), np.s_[:12, :], np.s_[18:, :]),     # 90° clockwise: left edge becomes the top
+    (8, (10, 30), np.s_[18:, :], np.s_[:12, :]),     # 90° counter-clockwise: left edge becomes the bottom
+])
+def test_exif_orientation_is_applied(fmt: str, orientation: int, size: tuple[int, int], red_part, blue_part) -> None:
+    data = _oriented(fmt, orientation)
+    with Image.open(io.BytesIO(data)) as img:
+        assert img.size == (40, 20)
+        assert img.getexif().get(0x0112) == orientation
+    out = decode_image(data, size, key=KEY)
+    assert out.shape == (size[1], size[0], 3)
+    assert _is_red(out[red_part]), out[red_part].reshape(-1, 3).mean(0)
+    assert _is_blue(out[blue_part]), out[blue_part].reshape(-1, 3).mean(0)
+
+
+# -- large JPEG, draft mode -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_frame() -> np.ndarray:
+    """A 3000x2000 frame: smooth gradients plus a sharp-edged blue band in the left quarter."""
+    x = np.linspace(0, 255, 3000, dtype=np.float32)
+    y = np.linspace(0, 255, 2000, dtype=np.float32)
+    arr = np.empty((2000, 3000, 3), dtype=np.uint8)
+    arr[..., 0] = x[None, :]
+    arr[..., 1] = y[:, None]
+    arr[..., 2] = 40
+    arr[:, :750, 2] = 255
+    return arr
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(big_frame: np.ndarray) -> bytes:
+    return encode(Image.fromarray(big_frame), "JPEG", quality=90)
+
+
+@pytest.fixture()
+def draft_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Record (requested size, size after draft) for every JPEG draft call."""
+    calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+        result = original(self, mode, size)
+        calls.append((tuple(size), self.size))
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    return calls
+
+
+def _reference(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """Full-resolution decode, EXIF transpose and one resize: what draft mode must approximate."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        full = ImageOps.exif_transpose(img).convert("RGB")
+    return np.asarray(full.resize(size, RESIZE_FILTER), dtype=np.uint8)
+
+
+def test_large_jpeg_is_decoded_in_draft_mode_and_matches_a_full_decode(big_jpeg: bytes, draft_calls) -> None:
+    out = decode_image(big_jpeg, (224, 224), key=KEY)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    # Draft mode really decoded at 1/8 scale (375x250 instead of 3000x2000, 64x fewer
+    # pixels) and never below the 224x224 target.  No timing is asserted: this is the
+    # deterministic evidence that the expensive full decode was skipped.
+    assert draft_calls == [((224, 224), (375, 250))]
+    diff = np.abs(out.astype(np.int16) - _reference(big_jpeg, (224, 224)).astype(np.int16))
+    assert diff.mean() < 6, diff.mean()
+    # The content is where it should be: the blue band is the left quarter.
+    assert out[:, :50, 2].mean() > 200 and out[:, 70:, 2].mean() < 80
+
+
+def test_draft_mode_asks_for_the_rotated_size_when_exif_rotates(big_frame: np.ndarray, draft_calls) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(Image.fromarray(big_frame), "JPEG", quality=90, exif=exif)
+    out = decode_image(data, (200, 300), key=KEY)  # portrait output of a landscape-stored frame
+    assert out.shape == (300, 200, 3)
+    [(requested, drafted)] = draft_calls
+    # Stored landscape, so the draft must be asked for (300, 200), not (200, 300).
+    assert requested == (300, 200)
+    assert drafted == (375, 250)
+    rotated = drafted[::-1]
+    assert rotated[0] >= 200 and rotated[1] >= 300  # never decoded below the target
+    diff = np.abs(out.astype(np.int16) - _reference(data, (200, 300)).astype(np.int16))
+    assert diff.mean() < 6, diff.mean()
+    # Orientation 6 is 90° clockwise: the stored left (blue) quarter is now the top quarter.
+    assert out[:60, :, 2].mean() > 200 and out[90:, :, 2].mean() < 80
+
+
+# -- refusals -------------------------------------------------------------------------
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG signature and IHDR declaring ``width`` x ``height``, with a token IDAT."""
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_pixel_limit_refuses_a_small_image_over_a_small_limit() -> None:
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(DecompressionBombError) as info:
+        decode_image(data, (10, 10), limits=DecodeLimits(max_pixels=1000), key=KEY)
+    assert_names_key(info.value)
+    assert info.value.context["width"] == 100 and info.value.context["height"] == 100
+    assert "10,000" in str(info.value) and "1,000" in str(info.value)
+
+
+@pytest.mark.parametrize(("width", "height"), [
+    (10_000, 6_000),    # 60 MP: over our 50 MP default, under Pillow's own warning threshold
+    (10_000, 10_000),   # 100 MP: Pillow's DecompressionBombWarning
+    (20_000, 20_000),   # 400 MP: Pillow's DecompressionBombError
+])
+def test_declared_huge_dimensions_are_refused_before_decoding(width: int, height: int) -> None:
+    data = _png_header(width, height)
+    assert len(data) < 200  # the bomb is in the header, not in the bytes
+    with pytest.raises(DecompressionBombError) as info:
+        decode_image(data, (224, 224), key=KEY)
+    assert_names_key(info.value)
+    if width * height < Image.MAX_IMAGE_PIXELS:
+        # Below Pillow's own threshold, our limit is what refuses it, and says so.
+        assert info.value.context["width"] == width and info.value.context["height"] == height
+        assert "50,000,000-pixel limit" in str(info.value)
+
+
+def test_pixel_limit_is_inclusive() -> None:
+    data = encode(Image.new("RGB", (10, 10)), "PNG")
+    assert decode_image(data, (5, 5), limits=DecodeLimits(max_pixels=100)).shape == (5, 5, 3)
+
+
+def test_too_many_bytes_are_refused_before_opening() -> None:
+    data = encode(Image.new("RGB", (20, 20), (1, 2, 3)), "PNG")
+    with pytest.raises(ImageTooLargeError) as info:
+        decode_image(data, (4, 4), limits=DecodeLimits(max_bytes=len(data) - 1), key=KEY)
+    assert_names_key(info.value)
+    assert info.value.context["size"] == len(data)
+    # Exactly at the limit is allowed.
+    assert decode_image(data, (4, 4), limits=DecodeLimits(max_bytes=len(data))).shape == (4, 4, 3)
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(b"", id="empty"),
+    pytest.param(np.random.default_rng(42).integers(0, 256, 4096, dtype=np.uint8).tobytes(), id="random"),
+    pytest.param(b"this is a plain text file, not a picture\n" * 20, id="text"),
+    pytest.param(b'{"camera": "cam-7", "ts": 1700000000}', id="json"),
+])
+def test_bytes_that_are_not_an_image(data: bytes) -> None:
+    with pytest.raises(NotAnImageError) as info:
+        decode_image(data, (8, 8), key=KEY)
+    assert_names_key(info.value)
+
+
+def test_messages_without_a_key_still_read_as_sentences() -> None:
+    with pytest.raises(NotAnImageError) as info:
+        decode_image(b"nope", (8, 8))
+    assert "key" not in info.value.context
+    assert str(info.value).startswith("The image ")
+    assert_sentence(info.value)
+
+
+def _noise(fmt: str) -> bytes:
+    rng = np.random.default_rng(7)
+    return encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), fmt)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_upload_is_reported_as_truncated(fmt: str) -> None:
+    data = _noise(fmt)
+    with pytest.raises(TruncatedImageError) as info:
+        decode_image(data[: len(data) // 2], (16, 16), key=KEY)
+    assert isinstance(info.value, InvalidImageError)
+    assert_names_key(info.value)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_damaged_bytes_never_escape_as_anything_but_invalid_image() -> None:
+    """Seeded byte-flipping and cutting: the result is an image or an InvalidImageError."""
+    rng = np.random.default_rng(11)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    seeds = [encode(_halves(), "JPEG", exif=exif), encode(_halves(), "PNG", exif=exif), encode(_halves(), "WEBP"),
+             encode(_halves(), "GIF"), encode(_halves(), "TIFF")]
+    for seed in seeds:
+        for _ in range(30):
+            data = bytearray(seed)
+            for pos in rng.integers(0, len(data), rng.integers(1, 5)):
+                data[pos] = rng.integers(0, 256)
+            if rng.random() < 0.3:
+                data = data[: rng.integers(1, len(data))]
+            try:
+                out = decode_image(bytes(data), (8, 8), key=KEY)
+            except InvalidImageError as exc:
+                assert exc.context["key"] == KEY
+                assert_sentence(exc)
+            else:
+                assert out.shape == (8, 8, 3) and out.dtype == np.uint8

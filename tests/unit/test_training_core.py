@@ -1,0 +1,211 @@
+"""Pure training code: metrics, threshold choice, head defaults, dataset listing, cache, features."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from devstack.samples import generate
+from shared.config import DecodeLimits
+from shared.errors import ChanceLevelError, DatasetError
+from tests.memory_store import MemoryStore
+from training.cache import FeatureCache, namespace
+from training.dataset import check_folds, list_dataset
+from training.features import extract
+from training.head import check_not_chance, cross_validate, default_params
+from training.metrics import best_f1_threshold, fold_metrics, summarise
+
+
+def test_fold_metrics_binary_known_values() -> None:
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])
+    m = fold_metrics(y, probs, positive=1)
+    assert m["accuracy"] == 0.5
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5
+    assert m["roc_auc"] == pytest.approx(0.75)  # 3 of 4 (positive, negative) pairs ordered
+    assert m["confusion_matrix"] == [[1, 1], [1, 1]]
+    expected_ll = -np.mean(np.log([0.9, 0.4, 0.7, 0.2]))
+    assert m["log_loss"] == pytest.approx(expected_ll)
+
+
+def test_fold_metrics_multiclass_is_macro() -> None:
+    y = np.array([0, 1, 2, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    m = fold_metrics(y, probs)
+    assert m["accuracy"] == 0.75
+    assert m["recall"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert 0 < m["roc_auc"] <= 1
+
+
+def test_fold_metrics_auc_is_nan_when_a_class_is_missing() -> None:
+    m = fold_metrics(np.array([1, 1]), np.array([[0.2, 0.8], [0.4, 0.6]]), positive=1)
+    assert math.isnan(m["roc_auc"])
+
+
+def test_summarise_mean_and_std() -> None:
+    folds = [{k: v for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")} for v in (0.5, 1.0)]
+    s = summarise(folds)
+    assert s["mean"]["accuracy"] == 0.75 and s["std"]["accuracy"] == 0.25
+
+
+def test_best_f1_threshold_separable_scores_picks_a_midpoint() -> None:
+    y = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.7, 0.9])
+    t, f1 = best_f1_threshold(y, scores)
+    assert f1 == 1.0
+    assert 0.3 < t < 0.7 and t == pytest.approx(0.5)
+
+
+def test_best_f1_threshold_prefers_recall_when_it_pays() -> None:
+    y = np.array([0, 1, 1, 1, 0, 0, 0, 0])
+    scores = np.array([0.05, 0.15, 0.2, 0.25, 0.1, 0.01, 0.02, 0.03])
+    t, f1 = best_f1_threshold(y, scores)
+    assert (scores >= t).sum() == 3 and f1 == 1.0
+    assert t == pytest.approx(0.125)
+
+
+def test_best_f1_threshold_brute_force_agrees() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    scores = np.round(np.clip(y * 0.3 + rng.normal(0.4, 0.2, 200), 0, 1), 2)
+    t, f1 = best_f1_threshold(y, scores)
+    brute = max(2 * np.sum((scores >= c) & (y == 1)) / (np.sum(scores >= c) + y.sum()) for c in np.unique(scores))
+    assert f1 == pytest.approx(brute)
+
+
+def test_default_params_scale_with_data() -> None:
+    small, large = default_params(150, 1280, seed=1), default_params(100_000, 1280, seed=1)
+    assert small["min_child_samples"] < large["min_child_samples"]
+    assert small["min_child_weight"] < large["min_child_weight"]
+    assert small["num_leaves"] <= large["num_leaves"] <= 63
+    # The notebook's min_child_weight=30 cannot split 150 rows; ours must be far below the hessian sum.
+    assert small["min_child_weight"] * 30 < 150 * 0.25
+    assert small["colsample_bytree"] < 1.0 and small["random_state"] == 1
+
+
+def _separable(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    X = rng.normal(size=(n, 20)).astype(np.float32)
+    X[:, 0] += y * 3
+    return X, y
+
+
+def test_cross_validate_learns_and_is_seeded() -> None:
+    X, y = _separable(100)
+    a = cross_validate(X, y, n_classes=2, positive=1, folds=5, seed=7)
+    b = cross_validate(X, y, n_classes=2, positive=1, folds=5, seed=7)
+    assert a.summary["mean"]["roc_auc"] > 0.9
+    assert np.array_equal(a.oof_probs, b.oof_probs)
+    assert len(a.folds) == 5 and (a.fold_of >= 0).all()
+    assert a.threshold is not None
+    check_not_chance(a, y, min_auc=0.6)
+
+
+def test_chance_level_head_is_refused() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(100, 20)).astype(np.float32)
+    y = np.repeat([0, 1], 50)
+    cv = cross_validate(X, y, n_classes=2, positive=1, folds=5, seed=1)
+    with pytest.raises(ChanceLevelError, match="no better than chance|largest class"):
+        check_not_chance(cv, y, min_auc=0.6)
+
+
+def test_group_folds_keep_groups_together() -> None:
+    X, y = _separable(120)
+    groups = np.array([f"cam{i % 6}" for i in range(120)])
+    cv = cross_validate(X, y, n_classes=2, positive=1, folds=3, seed=0, groups=groups)
+    for g in np.unique(groups):
+        assert len(set(cv.fold_of[groups == g])) == 1
+    assert cv.grouped
+
+
+def _store_with_frames(labels: tuple[str, ...], per_label: int) -> MemoryStore:
+    store = MemoryStore()
+    for label, name, data in generate(labels, per_label, seed=1, size=(64, 48)):
+        store.put(f"train/{label}/{name}", data)
+    return store
+
+
+def test_list_dataset_sorted_filtered_and_counts_non_images() -> None:
+    store = _store_with_frames(("bus", "car", "empty"), 6)
+    store.put("train/bus/notes.txt", b"x")
+    store.put("train/stray.jpg", b"x")  # directly under the prefix: no label folder
+    ds = list_dataset(store, "train/", labels=["bus", "car"])
+    assert ds.classes == ("bus", "car")
+    assert [i.key for i in ds.items] == sorted(i.key for i in ds.items)
+    assert ds.counts == {"bus": 6, "car": 6}
+    assert ds.skipped_non_image == 1
+    assert len(ds.fingerprint) == 64
+    store.put("train/car/new.jpg", b"y")
+    assert list_dataset(store, "train/", labels=["bus", "car"]).fingerprint != ds.fingerprint
+
+
+@pytest.mark.parametrize("layout, match", [
+    ({}, "No objects"),
+    ({"train/bus/a.jpg": b"x"}, "Only one label"),
+    ({"train/bus/a.txt": b"x"}, "No images"),
+])
+def test_list_dataset_user_errors(layout: dict[str, bytes], match: str) -> None:
+    store = MemoryStore()
+    store.objects.update(layout)
+    with pytest.raises(DatasetError, match=match):
+        list_dataset(store, "train/")
+
+
+def test_missing_label_and_too_few_per_fold() -> None:
+    store = _store_with_frames(("bus", "car"), 3)
+    with pytest.raises(DatasetError, match="truck"):
+        list_dataset(store, "train/", labels=["bus", "truck"])
+    with pytest.raises(DatasetError, match="at least 5 images"):
+        check_folds(list_dataset(store, "train/"), 5)
+
+
+def test_group_by_regex() -> None:
+    store = _store_with_frames(("bus", "car"), 8)
+    ds = list_dataset(store, "train/", group_by=r"(cam\d)_")
+    assert {i.group for i in ds.items} == {"cam0", "cam1", "cam2", "cam3"}
+    with pytest.raises(DatasetError, match="regular expression"):
+        list_dataset(store, "train/", group_by="(")
+
+
+def test_extract_overlaps_and_reports_unreadable_in_order() -> None:
+    store = _store_with_frames(("bus", "car"), 10)
+    store.put("train/car/zz_broken.jpg", b"\xff\xd8\xff garbage")
+    items = list_dataset(store, "train/").items
+    calls: list[int] = []
+
+    def fake_backbone(batch: np.ndarray) -> np.ndarray:
+        assert batch.dtype == np.uint8 and batch.shape[1:] == (32, 32, 3)
+        calls.append(len(batch))
+        return batch.reshape(len(batch), -1)[:, :4].astype(np.float32)
+
+    feats, bad, stats = extract(items, store, fake_backbone, size=(32, 32), limits=DecodeLimits(),
+                                batch_size=8, workers=3, progress=False)
+    assert calls == [8, 8, 4]
+    assert len(feats) == 20 and stats.computed == 20
+    assert [u.key for u in bad] == ["train/car/zz_broken.jpg"]
+    assert bad[0].error.endswith("Error")
+
+
+def test_feature_cache_round_trip_and_namespacing() -> None:
+    store = _store_with_frames(("bus", "car"), 3)
+    items = list_dataset(store, "train/").items
+    ns = namespace("mobilenet_v2", "sha-abc", (224, 224))
+    assert ns != namespace("mobilenet_v2", "sha-def", (224, 224))
+    cache = FeatureCache(store, "cache/", ns)
+    assert cache.load() == 0
+    feats = {i.key: np.full(4, n, dtype=np.float32) for n, i in enumerate(items)}
+    shard = cache.add(items, feats)
+    assert shard is not None and shard.endswith(".npz")
+    fresh = FeatureCache(store, "cache/", ns)
+    assert fresh.load() == len(items)
+    hits, misses = fresh.lookup(items)
+    assert not misses and all(np.array_equal(hits[k], v) for k, v in feats.items())
+    store.put(items[0].key, b"changed")  # a new ETag must miss
+    changed = list_dataset(store, "train/").items
+    hits, misses = fresh.lookup(changed)
+    assert [m.key for m in misses] == [items[0].key]
