@@ -16,7 +16,7 @@ $(STAMP): requirements.txt functions/requirements.txt
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m devstack.demo $(ARGS)
+	$(PY) -m functions.local $(ARGS)
 
 test: venv
 	$(PY) -m pytest $(ARGS)

@@ -1,0 +1,297 @@
+"""The core of the function: object references in, one result document per input out.
+
+No platform event shapes, no environment and no model loading here: the caller hands
+in the settings, a store per bucket, a loaded classifier and a clock.  Each record ends
+in exactly one :class:`Outcome`; a bad record never affects the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from functions.events import ObjectRef
+from shared.config import FunctionSettings
+from shared.errors import AccessDeniedError, CCTVError, InvalidImageError, ObjectNotFoundError
+from shared.imaging import decode_image
+from shared.runtime import Classifier, Prediction
+from shared.storage import ObjectInfo, ObjectStore
+
+RESULT_SCHEMA_VERSION = 1
+# Frames per backbone run: one event is normally one batch; this only bounds memory
+# when a large SQS batch (up to 10,000 messages) arrives at once.
+INFERENCE_BATCH = 32
+# S3 user metadata on each result, so a HEAD shows what a result was computed from.
+META_SOURCE_ETAG = "source-etag"
+META_MODEL_VERSION = "model-version"
+
+StoreFactory = Callable[[str], ObjectStore]
+Clock = Callable[[], datetime]
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``; a naive datetime is taken to be UTC already."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Status(str, enum.Enum):
+    OK = "ok"            # classified; result written
+    ERROR = "error"      # bad input; an error result was written, no retry
+    SKIPPED = "skipped"  # an equivalent result already exists (repeated delivery)
+    IGNORED = "ignored"  # outside INPUT_PREFIX; nothing written
+    FAILED = "failed"    # transient or unexpected fault; nothing written, must be retried
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    ref: ObjectRef
+    status: Status
+    result_key: str | None = None
+    result: dict[str, Any] | None = None
+    error: BaseException | None = None
+    ms: float = 0.0
+
+    @property
+    def needs_retry(self) -> bool:
+        return self.status is Status.FAILED
+
+
+def result_key_for(settings: FunctionSettings, key: str) -> str | None:
+    """``results/<key relative to the input prefix>.json``, or None for keys not to process."""
+    if not key.startswith(settings.input_prefix) or key.endswith("/"):
+        return None  # outside the input prefix, or a "folder" marker object
+    return f"{settings.results_prefix}{key[len(settings.input_prefix):]}.json"
+
+
+def _names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_names(sub) for sub in cls.__subclasses__()))
+
+
+def is_final(result: dict[str, Any]) -> bool:
+    """Whether a stored result settles its input: ok, or an error in the image itself.
+
+    Storage errors (deleted, access denied) are not final: a later delivery of the same
+    bytes must be processed again rather than skipped.
+    """
+    if result.get("status") == Status.OK.value:
+        return True
+    return str((result.get("error") or {}).get("type")) in _names(InvalidImageError)
+
+
+@dataclasses.dataclass
+class _Job:
+    """Mutable working state of one record while its event is processed."""
+
+    ref: ObjectRef
+    result_key: str
+    store: ObjectStore
+    started: float
+    etag: str | None = None
+    size: int | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    result_exists: bool = False
+    image: np.ndarray | None = None
+    prediction: Prediction | None = None
+    batch_size: int = 0
+    error: CCTVError | None = None
+    outcome: Outcome | None = None
+
+    def finish(self, status: Status, *, result: dict[str, Any] | None = None,
+               error: BaseException | None = None) -> None:
+        self.image = None  # free the frame as soon as it is no longer needed
+        self.outcome = Outcome(self.ref, status, self.result_key, result, error,
+                               round((time.perf_counter() - self.started) * 1000, 1))
+
+
+class ClassifyService:
+    """Classifies the records of one event with an already loaded classifier."""
+
+    def __init__(self, settings: FunctionSettings, stores: StoreFactory, classifier: Classifier,
+                 clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.classifier = classifier
+        self.clock = clock
+
+    @property
+    def model_version(self) -> str:
+        return self.classifier.manifest.version
+
+    def run(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
+        """One outcome per ref, in order; never raises for a single bad record."""
+        outcomes: list[Outcome] = []
+        for start in range(0, len(refs), INFERENCE_BATCH):
+            outcomes.extend(self._run_chunk(refs[start:start + INFERENCE_BATCH]))
+        return outcomes
+
+    def _run_chunk(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
+        jobs: list[_Job | Outcome] = [self._job(ref) for ref in refs]
+        todo = [job for job in jobs if isinstance(job, _Job)]
+        if todo:
+            # Downloads and decodes are I/O and C code that release the GIL; inference
+            # is one batched call on this thread.
+            with ThreadPoolExecutor(max_workers=min(self.settings.max_workers, len(todo))) as pool:
+                list(pool.map(self._guarded(self._prepare), todo))
+                self._infer(todo)
+                list(pool.map(self._guarded(self._write), todo))
+        for job in todo:
+            if job.outcome is None:  # the result itself could not be written
+                job.finish(Status.FAILED, error=job.error)
+        return [job.outcome if isinstance(job, _Job) else job for job in jobs]  # type: ignore[misc]
+
+    def _job(self, ref: ObjectRef) -> _Job | Outcome:
+        result_key = result_key_for(self.settings, ref.key)
+        if result_key is None:
+            return Outcome(ref, Status.IGNORED)
+        return _Job(ref, result_key, self.stores(ref.bucket), time.perf_counter(), ref.etag, ref.size)
+
+    @staticmethod
+    def _guarded(step: Callable[[_Job], None]) -> Callable[[_Job], None]:
+        """Run ``step`` unless the job is settled; turn any exception into the job's outcome."""
+        def run(job: _Job) -> None:
+            if job.outcome is not None:
+                return
+            try:
+                step(job)
+            except CCTVError as exc:
+                if exc.retryable:
+                    job.finish(Status.FAILED, error=exc)
+                else:
+                    job.error = exc  # bad input or a lasting storage refusal: report it in a result
+            except Exception as exc:  # noqa: BLE001 - one record's bug must not sink the batch
+                job.finish(Status.FAILED, error=exc)
+        return run
+
+    # -- stages -------------------------------------------------------------------------
+
+    def _prepare(self, job: _Job) -> None:
+        existing = self._existing_result(job)
+        if existing is not None:
+            job.finish(Status.SKIPPED, result=existing)
+            return
+        started = time.perf_counter()
+        try:
+            data = job.store.get(job.ref.key, max_bytes=self.settings.limits.max_bytes)
+        except AccessDeniedError as exc:
+            raise AccessDeniedError(
+                f"Reading s3://{job.ref.bucket}/{job.ref.key} was denied: either the role lacks s3:GetObject "
+                "on INPUT_PREFIX, or the frame was deleted before it was read (without s3:ListBucket, S3 "
+                "reports a missing key as denied); check the policy and whether the frame still exists.",
+                **exc.context) from exc
+        job.timings["download"] = _ms_since(started)
+        job.etag, job.size = data.etag, data.size
+        started = time.perf_counter()
+        job.image = decode_image(data.body, self.classifier.input_size, limits=self.settings.limits,
+                                 key=job.ref.key)
+        job.timings["decode"] = _ms_since(started)
+
+    def _existing_result(self, job: _Job) -> dict[str, Any] | None:
+        """The stored result if it already answers this delivery (same bytes, same model)."""
+        if _head(job.store, job.result_key) is None:
+            return None  # the usual case: one cheap HEAD and on we go
+        job.result_exists = True
+        try:
+            existing = job.store.get_json(job.result_key)
+        except (ObjectNotFoundError, ValueError):
+            return None  # deleted or unreadable meanwhile: write it afresh
+        if existing.get("model", {}).get("version") != self.model_version or not is_final(existing):
+            return None
+        etag = job.etag
+        if etag is None:  # Yandex events carry no ETag: ask the store
+            info = _head(job.store, job.ref.key)
+            if info is None:
+                return existing  # the frame is gone; keep what was computed from it
+            etag = info.etag
+        return existing if existing.get("source", {}).get("etag") == etag else None
+
+    def _infer(self, jobs: list[_Job]) -> None:
+        ready = [job for job in jobs if job.outcome is None and job.image is not None]
+        if not ready:
+            return
+        started = time.perf_counter()
+        try:
+            predictions = self.classifier.predict(np.stack([job.image for job in ready]))  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed; retry it later
+            for job in ready:
+                job.finish(Status.FAILED, error=exc)
+            return
+        elapsed = _ms_since(started)
+        for job, prediction in zip(ready, predictions):
+            job.prediction = prediction
+            job.timings["inference"] = elapsed
+            job.batch_size = len(ready)
+
+    def _write(self, job: _Job) -> None:
+        if isinstance(job.error, (ObjectNotFoundError, AccessDeniedError)) and job.result_exists:
+            # A repeated delivery of a frame deleted (or hidden) since: keep the result it has.
+            job.finish(Status.SKIPPED, error=job.error)
+            return
+        result = self._build_result(job)
+        metadata = {META_SOURCE_ETAG: job.etag or "", META_MODEL_VERSION: self.model_version}
+        job.store.put(job.result_key, encode_result(result), content_type="application/json",
+                      metadata={k: v for k, v in metadata.items() if v and v.isascii()})
+        job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
+
+    # -- the result document ------------------------------------------------------------
+
+    def _build_result(self, job: _Job) -> dict[str, Any]:
+        manifest = self.classifier.manifest
+        prediction = job.prediction
+        size = job.size
+        if size is None and job.error is not None:
+            size = job.error.context.get("size")  # ImageTooLargeError knows it from the GET
+        return {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "status": Status.ERROR.value if job.error is not None else Status.OK.value,
+            "source": {"bucket": job.ref.bucket, "key": job.ref.key, "etag": job.etag, "size": size,
+                       "version_id": job.ref.version_id},
+            "label": prediction.label if prediction else None,
+            "probability": prediction.probability if prediction else None,
+            "probabilities": prediction.probabilities if prediction else None,
+            "threshold": manifest.threshold,
+            "positive_class": manifest.positive_class,
+            "imagenet_top": prediction.imagenet_top if prediction else None,
+            "model": {"version": manifest.version, "backbone": manifest.backbone_name,
+                      "input_size": list(manifest.input_size)},
+            "timings_ms": dict(job.timings),
+            "batch_size": job.batch_size,
+            "processed_at": iso_utc(self.clock()),
+            "error": None if job.error is None else {"type": job.error.kind, "message": job.error.message},
+        }
+
+
+def _head(store: ObjectStore, key: str) -> ObjectInfo | None:
+    """HEAD that reads "absent" into a 403 as well as a 404.
+
+    Without s3:ListBucket (which cannot be scoped to a prefix) S3 answers a HEAD of a
+    missing key with 403, so least-privilege deployments see AccessDenied for "absent".
+    """
+    try:
+        return store.head(key)
+    except AccessDeniedError:
+        return None
+
+
+def encode_result(result: dict[str, Any]) -> bytes:
+    return (json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
