@@ -21,5 +21,9 @@ demo: venv
 test: venv
 	$(PY) -m pytest $(ARGS)
 
+# serverless package (offline) + cfn-lint + the unzipped size of what ships.
+package: venv
+	bash scripts/ci_package_check.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache build

@@ -27,7 +27,7 @@ from typing import Any
 
 from devstack.moto_server import DUMMY_CREDENTIALS, MotoServer
 from shared import bundle
-from shared.config import FunctionSettings, S3Settings
+from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.errors import BundleError
 from shared.storage import ObjectStore, make_client
 
@@ -46,12 +46,15 @@ class LocalStack:
 
     def __init__(self, *, bundle_dir: Path = REPO / "build" / "local-bundle", batch_size: int = 10,
                  visibility_timeout: int = 5, store_factory: Callable[[Any], StoreFactory] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, limits: DecodeLimits | None = None,
+                 model_cache_dir: Path = REPO / "build" / "local-model-cache") -> None:
         self.server = MotoServer()
         self.bundle_dir = bundle_dir
         self.batch_size = batch_size
         self.visibility_timeout = visibility_timeout
         self._store_factory = store_factory
+        self.limits = limits or DecodeLimits()
+        self.model_cache_dir = model_cache_dir
         self.env = env if env is not None else dict(os.environ)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -71,7 +74,7 @@ class LocalStack:
         self.sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name="us-east-1")
         self.store = ObjectStore(self.s3, BUCKET)
         self.settings = FunctionSettings(model_bucket=BUCKET, s3=S3Settings(self.server.endpoint_url, "us-east-1"),
-                                         model_cache_dir=str(REPO / "build" / "local-model-cache"))
+                                         model_cache_dir=str(self.model_cache_dir), limits=self.limits)
         self._create_resources()
         return self
 
