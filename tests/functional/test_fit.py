@@ -246,3 +246,17 @@ def test_vehicles_dev_end_to_end(kit: Path, moto_server, store: ObjectStore, tmp
     if weights == "imagenet":
         assert auc > 0.95 and manifest.has_imagenet_top
         assert manifest.raw["parity"]["backbone"]["features_max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_resnet50_random_weights(moto_server, store: ObjectStore, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    upload(store, ("bus", "car"), 10)
+    code, _, err = run_fit(store, moto_server.endpoint_url, "--backbone", "resnet50", "--folds", "2",
+                           "--min-auc", "0", "--parity-images", "4", "--out", str(tmp_path), capsys=capsys)
+    assert code == 0, err
+    manifest = bundle.verify_dir(tmp_path)
+    assert manifest.backbone_name == "resnet50" and manifest.raw["backbone"]["feature_dim"] == 2048
+    assert manifest.raw["backbone"]["preprocessing"]["channel_order"] == "BGR"
+    assert manifest.raw["parity"]["backbone"]["features_ok"]
+    sess = ort.InferenceSession(str(tmp_path / "backbone.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_outputs()[0].shape[1] == 2048
