@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -241,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=Path, help="train on your own photos, DIR/<label>/*.jpg (implies --retrain)")
     p.add_argument("--verbose", action="store_true", help="show the handler's JSON log lines")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    _stop_on_signals()
+    # The table below already shows each result; the JSON log lines are for --verbose.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(message)s")
     try:
         with LocalStack() as stack:
             return _run(stack, args)
@@ -251,6 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     except LocalStackError as exc:
         print(f"local: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both unwind through the context managers, so moto never outlives us.
+
+    SIGINT is reset explicitly: a process started in the background inherits it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _run(stack: LocalStack, args: argparse.Namespace) -> int:
