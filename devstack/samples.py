@@ -100,6 +100,27 @@ def generate(labels: tuple[str, ...] | list[str], per_label: int, *, seed: int =
             yield label, f"cam{i % 4}_{i:05d}.jpg", jpeg_bytes(render(label, rng, size), quality)
 
 
+def clip_bytes(labels: tuple[str, ...] | list[str], *, seconds_each: float = 1.0, fps: int = 10,
+               size: tuple[int, int] = (160, 120), seed: int = 0) -> bytes:
+    """A short H.264 mp4: one static shot per label, ``seconds_each`` long, with fresh sensor
+    noise in every frame (as a real camera has).  PyAV is imported here only."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for li, label in enumerate(labels):
+            shot = np.asarray(render(label, np.random.default_rng([seed, li]), size), dtype=np.float32)
+            noise = np.random.default_rng([seed, li, 1])
+            for _ in range(round(seconds_each * fps)):
+                pixels = np.clip(shot + noise.normal(0, 3, shot.shape), 0, 255).astype(np.uint8)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write synthetic CCTV-like frames, one folder per label.")
     parser.add_argument("out", type=Path, help="output folder")

@@ -148,8 +148,8 @@ def _log_outcome(outcome: Outcome, request_id: str | None) -> None:
     fields: dict[str, Any] = {"bucket": outcome.ref.bucket, "key": outcome.ref.key, "status": outcome.status.value,
                               "ms": outcome.ms}
     if result is not None:
-        fields.update(label=result["label"], probability=result["probability"],
-                      model_version=result["model"]["version"], result_key=outcome.result_key)
+        fields.update(_result_fields(result), model_version=result["model"]["version"],
+                      result_key=outcome.result_key)
     if outcome.error is not None:
         fields["error"] = {"type": type(outcome.error).__name__, "message": str(outcome.error)}
     if outcome.status is Status.IGNORED:
@@ -161,6 +161,20 @@ def _log_outcome(outcome: Outcome, request_id: str | None) -> None:
     # A traceback only for bugs; our own errors already say what happened and what to do.
     bug = outcome.error if outcome.needs_retry and not isinstance(outcome.error, CCTVError) else None
     _log_line(level, request_id, exc_info=bug, **fields)
+
+
+def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """What a log line shows of a result: the label of a frame; the summary and speed of a clip."""
+    if result.get("kind") != "video":
+        return {"label": result["label"], "probability": result["probability"]}
+    fields: dict[str, Any] = {"kind": "video", "annotated_key": result.get("annotated_key")}
+    summary, video, timings = result.get("summary"), result.get("video"), result.get("timings")
+    if summary and video and timings:
+        label = summary["dominant_label"]
+        fields.update(label=label, label_share=summary["label_share"].get(label),
+                      frames=video["frames_decoded"], frames_sampled=video["frames_sampled"],
+                      frames_per_s=timings["frames_per_s"], partial=result.get("partial") is not None)
+    return fields
 
 
 def _log_line(level: int, request_id: str | None, *, exc_info: BaseException | None = None,

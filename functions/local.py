@@ -7,7 +7,8 @@
    ``python -m training.fit`` in a child process (TensorFlow never enters this process);
 4. a worker that long-polls the queue and calls the real handler with the real message
    bodies, deleting only what the handler did not name in ``batchItemFailures``;
-5. sample frames uploaded to ``incoming/`` and their results printed as they appear.
+5. sample frames and one short clip uploaded to ``incoming/``, and their results printed
+   as they appear (the clip's annotated copy lands next to its JSON under ``results/``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import json
 import logging
+import mimetypes
 import os
 import signal
 import subprocess
@@ -28,7 +30,7 @@ from typing import Any
 
 from devstack.moto_server import DUMMY_CREDENTIALS, MotoServer
 from shared import bundle
-from shared.config import DecodeLimits, FunctionSettings, S3Settings
+from shared.config import DecodeLimits, FunctionSettings, S3Settings, VideoLimits
 from shared.errors import BundleError
 from shared.storage import ObjectStore, make_client
 
@@ -48,6 +50,7 @@ class LocalStack:
     def __init__(self, *, bundle_dir: Path = REPO / "build" / "local-bundle", batch_size: int = 10,
                  visibility_timeout: int = 5, store_factory: Callable[[Any], StoreFactory] | None = None,
                  env: dict[str, str] | None = None, limits: DecodeLimits | None = None,
+                 video_limits: VideoLimits | None = None,
                  model_cache_dir: Path = REPO / "build" / "local-model-cache") -> None:
         self.server = MotoServer()
         self.bundle_dir = bundle_dir
@@ -55,6 +58,7 @@ class LocalStack:
         self.visibility_timeout = visibility_timeout
         self._store_factory = store_factory
         self.limits = limits or DecodeLimits()
+        self.video_limits = video_limits or VideoLimits()
         self.model_cache_dir = model_cache_dir
         self.env = env if env is not None else dict(os.environ)
         self._stop = threading.Event()
@@ -75,7 +79,8 @@ class LocalStack:
         self.sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name="us-east-1")
         self.store = ObjectStore(self.s3, BUCKET)
         self.settings = FunctionSettings(model_bucket=BUCKET, s3=S3Settings(self.server.endpoint_url, "us-east-1"),
-                                         model_cache_dir=str(self.model_cache_dir), limits=self.limits)
+                                         model_cache_dir=str(self.model_cache_dir), limits=self.limits,
+                                         video=self.video_limits)
         self._create_resources()
         return self
 
@@ -224,19 +229,43 @@ def sample_inputs(n: int) -> list[tuple[str, bytes]]:
     return frames[:n] + [("incoming/cam9/not-a-frame.jpg", b"this is not a JPEG")]
 
 
+def sample_clip() -> tuple[str, bytes]:
+    """A 3 s 160x120 clip (bus, car, bus; one second each) to show video mode."""
+    from devstack.samples import clip_bytes
+
+    return "incoming/cam9/clip.mp4", clip_bytes(("bus", "car", "bus"), seed=2024)
+
+
+def content_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
 def print_row(key: str, result: dict[str, Any]) -> None:
-    if result.get("status") == "ok":
-        detail = f"{result['label']:<8} p={result['probability']:.3f}"
-    else:
+    if result.get("status") != "ok":
         detail = f"ERROR {result.get('error', {}).get('type', '?')}: {result.get('error', {}).get('message', '')}"
+    elif result.get("kind") == "video":
+        detail = _clip_detail(result)
+    else:
+        detail = f"{result['label']:<8} p={result['probability']:.3f}"
     ms = sum(v for v in result.get("timings_ms", {}).values() if isinstance(v, (int, float)))
     print(f"  {key:<40} {result.get('status', '?'):<6} {detail}  ({ms:.0f} ms)", flush=True)
+
+
+def _clip_detail(result: dict[str, Any]) -> str:
+    """``mostly car (67% of 30 frames), 240 frames/s -> results/....annotated.mp4``."""
+    summary, video, timings = result["summary"], result["video"], result["timings"]
+    label = summary["dominant_label"]
+    share = summary["label_share"][label]
+    return (f"mostly {label} ({100 * share:.0f}% of {video['frames_sampled']} frames), "
+            f"{timings['frames_per_s']:g} frames/s -> {result['annotated_key']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Run the classifier locally: moto S3 + SQS, the real handler, "
                                             "sample frames in, results out.")
     p.add_argument("--frames", type=int, default=8, help="sample frames to upload (default 8)")
+    p.add_argument("--no-clip", dest="clip", action="store_false",
+                   help="upload frames only, not the 3-second sample clip")
     p.add_argument("--serve", action="store_true", help="keep running so you can drop your own frames in")
     p.add_argument("--retrain", action="store_true", help="train a new bundle even if build/local-bundle exists")
     p.add_argument("--images", type=Path, help="train on your own photos, DIR/<label>/*.jpg (implies --retrain)")
@@ -275,9 +304,9 @@ def _run(stack: LocalStack, args: argparse.Namespace) -> int:
     version = stack.ensure_model(retrain=args.retrain, images=args.images)
     print(f"local: serving model {version}")
     stack.start_worker()
-    inputs = sample_inputs(args.frames)
+    inputs = sample_inputs(args.frames) + ([sample_clip()] if args.clip else [])
     for key, data in inputs:
-        stack.store.put(key, data, content_type="image/jpeg")
+        stack.store.put(key, data, content_type=content_type(key))
     print(f"local: uploaded {len(inputs)} objects to s3://{BUCKET}/incoming/; results as they appear:")
     found = stack.wait_for_results([k for k, _ in inputs], on_result=print_row)
     missing = len(inputs) - len(found)
@@ -289,17 +318,18 @@ def _run(stack: LocalStack, args: argparse.Namespace) -> int:
 
 
 def _serve(stack: LocalStack, endpoint: str) -> None:
-    print("\nlocal: serving; drop your own frames in, for example:")
+    print("\nlocal: serving; drop your own frames (or .mp4/.avi/.mov/.mkv clips) in, for example:")
     print(f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws s3 cp frame.jpg "
           f"s3://{BUCKET}/incoming/frame.jpg --endpoint-url {endpoint}")
     print(f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws s3 cp "
           f"s3://{BUCKET}/results/frame.jpg.json - --endpoint-url {endpoint}")
+    print(f"  (a clip's annotated copy: s3://{BUCKET}/results/<key>.annotated.mp4)")
     print("local: Ctrl-C stops everything.")
     seen = {o.key for o in stack.store.list(stack.settings.results_prefix)}
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             for obj in stack.store.list(stack.settings.results_prefix):
-                if obj.key not in seen:
+                if obj.key not in seen and obj.key.endswith(".json"):  # not the annotated .mp4 files
                     seen.add(obj.key)
                     print_row(obj.key, stack.store.get_json(obj.key))
             time.sleep(1)

@@ -3,25 +3,35 @@
 No platform event shapes, no environment and no model loading here: the caller hands
 in the settings, a store per bucket, a loaded classifier and a clock.  Each record ends
 in exactly one :class:`Outcome`; a bad record never affects the others.
+
+Still frames are downloaded and decoded in threads and classified in one batch.  Clips
+(keys ending in .mp4, .avi, .mov or .mkv, any case) are handled one at a time by
+:func:`functions.video.process_video`: HEAD, size check, download to a private temp
+folder, classify and annotate, then ``results/<key>.annotated.mp4`` and, last,
+``results/<key>.json``.  PyAV is imported inside ``process_video`` only, so an event of
+frames alone never loads FFmpeg.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from functions.events import ObjectRef
+from functions.video import check_video_size, is_video_key, process_video, video_workspace
 from shared.config import FunctionSettings
-from shared.errors import AccessDeniedError, CCTVError, InvalidImageError, ObjectNotFoundError
+from shared.errors import AccessDeniedError, CCTVError, InvalidImageError, InvalidVideoError, ObjectNotFoundError
 from shared.imaging import decode_image
 from shared.runtime import Classifier, Prediction
 from shared.storage import ObjectInfo, ObjectStore
@@ -33,6 +43,11 @@ INFERENCE_BATCH = 32
 # S3 user metadata on each result, so a HEAD shows what a result was computed from.
 META_SOURCE_ETAG = "source-etag"
 META_MODEL_VERSION = "model-version"
+# results/<key relative to INPUT_PREFIX> + this: the annotated copy of a clip.
+ANNOTATED_SUFFIX = ".annotated.mp4"
+# What a clip's result takes from process_video's answer (its model entry is merged into the
+# envelope's; its schema_version and kind are the envelope's own).
+VIDEO_RESULT_PARTS = ("video", "sampling", "summary", "partial", "annotated", "timings", "frames")
 
 StoreFactory = Callable[[str], ObjectStore]
 Clock = Callable[[], datetime]
@@ -80,19 +95,29 @@ def result_key_for(settings: FunctionSettings, key: str) -> str | None:
     return f"{settings.results_prefix}{key[len(settings.input_prefix):]}.json"
 
 
+def annotated_key_for(settings: FunctionSettings, key: str) -> str | None:
+    """``results/<key relative to the input prefix>.annotated.mp4``, or None for keys not to process.
+
+    Always under RESULTS_PREFIX, which may not overlap INPUT_PREFIX (FunctionSettings
+    refuses that), so writing it can never trigger the function again.
+    """
+    result_key = result_key_for(settings, key)
+    return None if result_key is None else result_key.removesuffix(".json") + ANNOTATED_SUFFIX
+
+
 def _names(cls: type) -> set[str]:
     return {cls.__name__}.union(*(_names(sub) for sub in cls.__subclasses__()))
 
 
 def is_final(result: dict[str, Any]) -> bool:
-    """Whether a stored result settles its input: ok, or an error in the image itself.
+    """Whether a stored result settles its input: ok, or an error in the image or clip itself.
 
     Storage errors (deleted, access denied) are not final: a later delivery of the same
     bytes must be processed again rather than skipped.
     """
     if result.get("status") == Status.OK.value:
         return True
-    return str((result.get("error") or {}).get("type")) in _names(InvalidImageError)
+    return str((result.get("error") or {}).get("type")) in _names(InvalidImageError) | _names(InvalidVideoError)
 
 
 @dataclasses.dataclass
@@ -110,6 +135,9 @@ class _Job:
     image: np.ndarray | None = None
     prediction: Prediction | None = None
     batch_size: int = 0
+    # Clips only: where the annotated mp4 goes (None for a frame), and what process_video found.
+    annotated_key: str | None = None
+    video: dict[str, Any] | None = None
     error: CCTVError | None = None
     outcome: Outcome | None = None
 
@@ -135,11 +163,19 @@ class ClassifyService:
         return self.classifier.manifest.version
 
     def run(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
-        """One outcome per ref, in order; never raises for a single bad record."""
-        outcomes: list[Outcome] = []
-        for start in range(0, len(refs), INFERENCE_BATCH):
-            outcomes.extend(self._run_chunk(refs[start:start + INFERENCE_BATCH]))
-        return outcomes
+        """One outcome per ref, in order; never raises for a single bad record.
+
+        Frames first, in inference batches; then each clip on its own.
+        """
+        frames = [i for i, ref in enumerate(refs) if not is_video_key(ref.key)]
+        outcomes: dict[int, Outcome] = {}
+        for start in range(0, len(frames), INFERENCE_BATCH):
+            chunk = frames[start:start + INFERENCE_BATCH]
+            outcomes.update(zip(chunk, self._run_chunk([refs[i] for i in chunk])))
+        for i, ref in enumerate(refs):
+            if i not in outcomes:
+                outcomes[i] = self._run_clip(ref)
+        return [outcomes[i] for i in range(len(refs))]
 
     def _run_chunk(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
         jobs: list[_Job | Outcome] = [self._job(ref) for ref in refs]
@@ -155,6 +191,17 @@ class ClassifyService:
             if job.outcome is None:  # the result itself could not be written
                 job.finish(Status.FAILED, error=job.error)
         return [job.outcome if isinstance(job, _Job) else job for job in jobs]  # type: ignore[misc]
+
+    def _run_clip(self, ref: ObjectRef) -> Outcome:
+        job = self._job(ref)
+        if isinstance(job, Outcome):
+            return job
+        job.annotated_key = annotated_key_for(self.settings, ref.key)
+        self._guarded(self._process_clip)(job)
+        self._guarded(self._write)(job)
+        if job.outcome is None:  # the result itself could not be written
+            job.finish(Status.FAILED, error=job.error)
+        return job.outcome  # type: ignore[return-value]
 
     def _job(self, ref: ObjectRef) -> _Job | Outcome:
         result_key = result_key_for(self.settings, ref.key)
@@ -187,20 +234,45 @@ class ClassifyService:
             job.finish(Status.SKIPPED, result=existing)
             return
         started = time.perf_counter()
-        try:
+        with _explain_denied(job):
             data = job.store.get(job.ref.key, max_bytes=self.settings.limits.max_bytes)
-        except AccessDeniedError as exc:
-            raise AccessDeniedError(
-                f"Reading s3://{job.ref.bucket}/{job.ref.key} was denied: either the role lacks s3:GetObject "
-                "on INPUT_PREFIX, or the frame was deleted before it was read (without s3:ListBucket, S3 "
-                "reports a missing key as denied); check the policy and whether the frame still exists.",
-                **exc.context) from exc
         job.timings["download"] = _ms_since(started)
         job.etag, job.size = data.etag, data.size
         started = time.perf_counter()
         job.image = decode_image(data.body, self.classifier.input_size, limits=self.settings.limits,
                                  key=job.ref.key)
         job.timings["decode"] = _ms_since(started)
+
+    def _process_clip(self, job: _Job) -> None:
+        existing = self._existing_result(job)
+        if existing is not None:
+            job.finish(Status.SKIPPED, result=existing)
+            return
+        with _explain_denied(job):
+            info = job.store.head(job.ref.key)
+        if info is None:
+            raise ObjectNotFoundError(f"s3://{job.ref.bucket}/{job.ref.key} does not exist (it may have been "
+                                      "deleted before it was read).", bucket=job.ref.bucket, key=job.ref.key)
+        job.etag, job.size = info.etag, info.size
+        check_video_size(info.size, self.settings.video, job.ref.key)  # before a byte is downloaded
+        with video_workspace() as (clip, annotated):
+            self._classify_clip(job, clip, annotated)
+
+    def _classify_clip(self, job: _Job, clip: Path, annotated: Path) -> None:
+        """Download, classify and annotate, upload the annotated mp4 (the JSON comes after, in _write)."""
+        limits = self.settings.video
+        started = time.perf_counter()
+        with _explain_denied(job):
+            data = job.store.download(job.ref.key, clip, max_bytes=limits.max_bytes)
+        job.timings["download"] = _ms_since(started)
+        job.etag, job.size = data.etag, data.size
+        started = time.perf_counter()
+        job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key)
+        job.timings["process"] = _ms_since(started)
+        started = time.perf_counter()
+        assert job.annotated_key is not None
+        job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self._metadata(job))
+        job.timings["upload"] = _ms_since(started)
 
     def _existing_result(self, job: _Job) -> dict[str, Any] | None:
         """The stored result if it already answers this delivery (same bytes, same model)."""
@@ -244,16 +316,22 @@ class ClassifyService:
             job.finish(Status.SKIPPED, error=job.error)
             return
         result = self._build_result(job)
-        metadata = {META_SOURCE_ETAG: job.etag or "", META_MODEL_VERSION: self.model_version}
         job.store.put(job.result_key, encode_result(result), content_type="application/json",
-                      metadata={k: v for k, v in metadata.items() if v and v.isascii()})
+                      metadata=self._metadata(job))
         job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
+
+    def _metadata(self, job: _Job) -> dict[str, str]:
+        metadata = {META_SOURCE_ETAG: job.etag or "", META_MODEL_VERSION: self.model_version}
+        return {k: v for k, v in metadata.items() if v and v.isascii()}
 
     # -- the result document ------------------------------------------------------------
 
     def _build_result(self, job: _Job) -> dict[str, Any]:
+        return self._clip_result(job) if job.annotated_key is not None else self._frame_result(job)
+
+    def _envelope(self, job: _Job) -> dict[str, Any]:
+        """The fields every result has, frame or clip."""
         manifest = self.classifier.manifest
-        prediction = job.prediction
         size = job.size
         if size is None and job.error is not None:
             size = job.error.context.get("size")  # ImageTooLargeError knows it from the GET
@@ -262,19 +340,57 @@ class ClassifyService:
             "status": Status.ERROR.value if job.error is not None else Status.OK.value,
             "source": {"bucket": job.ref.bucket, "key": job.ref.key, "etag": job.etag, "size": size,
                        "version_id": job.ref.version_id},
+            "model": {"version": manifest.version, "backbone": manifest.backbone_name,
+                      "input_size": list(manifest.input_size)},
+            "timings_ms": dict(job.timings),
+            "processed_at": iso_utc(self.clock()),
+            "error": None if job.error is None else {"type": job.error.kind, "message": job.error.message},
+        }
+
+    def _frame_result(self, job: _Job) -> dict[str, Any]:
+        manifest = self.classifier.manifest
+        prediction = job.prediction
+        return {
+            **self._envelope(job),
+            "kind": "frame",
             "label": prediction.label if prediction else None,
             "probability": prediction.probability if prediction else None,
             "probabilities": prediction.probabilities if prediction else None,
             "threshold": manifest.threshold,
             "positive_class": manifest.positive_class,
             "imagenet_top": prediction.imagenet_top if prediction else None,
-            "model": {"version": manifest.version, "backbone": manifest.backbone_name,
-                      "input_size": list(manifest.input_size)},
-            "timings_ms": dict(job.timings),
             "batch_size": job.batch_size,
-            "processed_at": iso_utc(self.clock()),
-            "error": None if job.error is None else {"type": job.error.kind, "message": job.error.message},
         }
+
+    def _clip_result(self, job: _Job) -> dict[str, Any]:
+        """The envelope, plus what process_video found (None throughout for an error result).
+
+        ``timings_ms`` are the function's stages (download, process, upload); ``timings``
+        is process_video's own breakdown in seconds, with frames per second.
+        """
+        envelope, video = self._envelope(job), job.video or {}
+        if video:  # add the classes and threshold the summary was made with
+            envelope["model"] = {**video["model"], **envelope["model"]}
+        return {
+            **envelope,
+            "kind": "video",
+            "annotated_key": job.annotated_key if video and job.error is None else None,
+            **{part: video.get(part) for part in VIDEO_RESULT_PARTS},
+        }
+
+
+@contextlib.contextmanager
+def _explain_denied(job: _Job) -> Iterator[None]:
+    """Say what a 403 on reading the input means: a missing permission, or a deleted object."""
+    what = "clip" if job.annotated_key is not None else "frame"
+    try:
+        yield
+    except AccessDeniedError as exc:
+        raise AccessDeniedError(
+            f"Reading s3://{job.ref.bucket}/{job.ref.key} was denied: either the role lacks s3:GetObject "
+            f"on INPUT_PREFIX, or the {what} was deleted before it was read (without s3:ListBucket, S3 "
+            f"reports a missing key as denied); check the policy and whether the {what} still exists.",
+            **exc.context) from exc
 
 
 def _head(store: ObjectStore, key: str) -> ObjectInfo | None:

@@ -28,15 +28,28 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from PIL import Image
 
-from shared.errors import CCTVError, ConfigError
-from shared.imaging import RESIZE_FILTER
+# VideoLimits and the InvalidVideoError family live in shared/ (the cloud function uses them
+# too); they are re-exported here, so `from functions.video import VideoLimits` keeps working.
+from shared.config import VideoLimits
+from shared.errors import (
+    CCTVError,
+    ConfigError,
+    EmptyVideoError,
+    InvalidVideoError,  # noqa: F401 - re-exported
+    NoVideoStreamError,
+    NotAVideoError,
+    UnsupportedCodecError,
+    VideoTooLargeError,
+    VideoTooLongError,
+)
+from shared.imaging import fit_to_input
 
 RESULT_SCHEMA_VERSION = 1
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 BATCH_SIZE = 16
 # Decoded frames wait, unannotated, until their sampled frame is classified; bound the
-# bytes they hold (about 15 frames of 1080p, 100 of 640x480) rather than their count.
-PENDING_BYTES = 48 * 1024 * 1024
+# bytes they hold (7 frames of 1080p, 48 of 640x480) rather than their count.
+PENDING_BYTES = 64 * 1024 * 1024
 MAX_PENDING_FRAMES = 4 * BATCH_SIZE
 # One undecodable packet is skipped; this many in a row means the rest is garbage.
 MAX_BAD_PACKETS = 10
@@ -61,81 +74,16 @@ class FrameClassifier(Protocol):
     def predict(self, images: np.ndarray, *, top_k: int = 3) -> list[Any]: ...
 
 
-# -- errors (to move into shared/errors.py next to InvalidImageError) ------------------
-
-
-class InvalidVideoError(CCTVError):
-    """The file is not a usable video. Bad input: report it and move on."""
-
-    exit_code = 2
-
-
-class VideoTooLargeError(InvalidVideoError):
-    pass
-
-
-class VideoTooLongError(InvalidVideoError):
-    pass
-
-
-class NotAVideoError(InvalidVideoError):
-    """FFmpeg cannot open the file at all (corrupt, cut short before its index, not a video)."""
-
-
-class NoVideoStreamError(InvalidVideoError):
-    pass
-
-
-class UnsupportedCodecError(InvalidVideoError):
-    pass
-
-
-class EmptyVideoError(InvalidVideoError):
-    pass
-
-
 # -- limits and keys ---------------------------------------------------------------------
 
 
-def _env_number(env: Mapping[str, str], name: str, default: float | None, kind: type) -> Any:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"Set {name} to {what}; it is {raw!r}.", setting=name) from None
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoLimits:
-    """What a clip may be. ``sample_fps=None`` classifies every frame (up to ``max_frames``)."""
-
-    max_bytes: int = 200 * 1024 * 1024
-    max_duration_s: float = 600.0
-    max_frames: int = 1500
-    sample_fps: float | None = None
-
-    def __post_init__(self) -> None:
-        for field, setting in (("max_bytes", "MAX_VIDEO_BYTES"), ("max_duration_s", "MAX_VIDEO_SECONDS"),
-                               ("max_frames", "MAX_VIDEO_FRAMES"), ("sample_fps", "VIDEO_SAMPLE_FPS")):
-            value = getattr(self, field)
-            if value is not None and not value > 0:
-                raise ConfigError(f"Set {setting} to a positive number; it is {value}.", setting=setting)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> VideoLimits:
-        default = cls()
-        return cls(max_bytes=_env_number(env, "MAX_VIDEO_BYTES", default.max_bytes, int),
-                   max_duration_s=_env_number(env, "MAX_VIDEO_SECONDS", default.max_duration_s, float),
-                   max_frames=_env_number(env, "MAX_VIDEO_FRAMES", default.max_frames, int),
-                   sample_fps=_env_number(env, "VIDEO_SAMPLE_FPS", None, float))
-
-
 def is_video_key(key: str) -> bool:
-    """Whether an object key names a clip for video mode (by extension, any case)."""
-    return Path(key.rstrip("/")).suffix.lower() in VIDEO_EXTENSIONS
+    """Whether an object key names a clip for video mode (by extension, any case).
+
+    A folder marker (``clips.mp4/``) and a bare ``.mp4`` are not clips.
+    """
+    stem, dot, ext = key.rsplit("/", 1)[-1].rpartition(".")
+    return bool(stem and dot) and f".{ext.lower()}" in VIDEO_EXTENSIONS
 
 
 @contextlib.contextmanager
@@ -161,22 +109,6 @@ def check_video_size(size: int, limits: VideoLimits, name: str) -> None:
             "clip or raise MAX_VIDEO_BYTES.", key=name, size=size)
     if size == 0:
         raise NotAVideoError(f"{_name(name)} is empty (0 bytes); upload the clip again.", key=name)
-
-
-# -- preprocessing shared with stills ------------------------------------------------------
-
-
-def fit_to_input(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """RGB uint8 ``(height, width, 3)`` at ``size``: squashed with the stills' filter, never cropped.
-
-    The same steps as the tail of :func:`shared.imaging.decode_image`, so a frame of a clip
-    and the same frame sent as a still reach the model identically.
-    """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    if img.size != size:
-        img = img.resize(size, RESIZE_FILTER)
-    return np.asarray(img, dtype=np.uint8)
 
 
 # -- opening and decoding -------------------------------------------------------------------
@@ -261,9 +193,32 @@ def check_video_duration(info: VideoInfo, limits: VideoLimits, name: str) -> Non
 
 @dataclasses.dataclass
 class DecodedFrame:
+    """One frame of the clip; ``source`` is what ``convert`` turns into RGB (an av.VideoFrame)."""
+
     index: int
     time_s: float
-    frame: Any  # an av.VideoFrame, or anything else with ``to_image() -> PIL.Image``
+    source: Any
+    convert: Callable[[Any], Image.Image]
+    _image: Image.Image | None = None
+
+    def image(self) -> Image.Image:
+        """The RGB frame at source size, converted once (the decoded source is let go then)."""
+        if self._image is None:
+            self._image, self.source = self.convert(self.source), None
+        return self._image
+
+
+def rgb_converter() -> Callable[[Any], Image.Image]:
+    """av.VideoFrame -> RGB PIL image, with a converter (swscale context) of its own.
+
+    ``VideoFrame.to_image`` gives the same pixels, but copies them row by row in Python,
+    and swscale contexts shared with the encoder are rebuilt at every switch; this is
+    several times faster.
+    """
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    return lambda frame: Image.fromarray(reformatter.reformat(frame, format="rgb24").to_ndarray())
 
 
 class FrameReader:
@@ -276,7 +231,9 @@ class FrameReader:
         self._container, self._stream, self._info = container, stream, info
         self._max_duration_s, self._name = max_duration_s, name
         self._origin: int | None = stream.start_time
+        self._convert = rgb_converter()
         self.decoded = 0
+        self.last_time_s: float | None = None
         self.bad_packets = 0
         self.error: str | None = None
         self.gave_up = False
@@ -302,12 +259,13 @@ class FrameReader:
             self.error, self.gave_up = exc.strerror or str(exc), True
 
     def _wrap(self, frame: Any) -> DecodedFrame:
-        item = DecodedFrame(self.decoded, self._time_of(frame), frame)
+        item = DecodedFrame(self.decoded, self._time_of(frame), frame, self._convert)
         if item.time_s > self._max_duration_s:  # the header under-declared the duration
             raise VideoTooLongError(
                 f"{_name(self._name)} runs past {self._max_duration_s:g} s, the duration limit; cut it into "
                 "shorter clips or raise MAX_VIDEO_SECONDS.", key=self._name)
         self.decoded += 1
+        self.last_time_s = item.time_s
         return item
 
     def _time_of(self, frame: Any) -> float:
@@ -317,20 +275,33 @@ class FrameReader:
             self._origin = frame.pts
         return max(0.0, float((frame.pts - self._origin) * self._stream.time_base))
 
+    def _shortfall(self) -> str | None:
+        """How much less than its header declares the clip held, or None if it held it all."""
+        info, declared = self._info, self._info.frames_declared
+        if declared is not None:
+            return f"{self.decoded} of the {declared} frames" if self.decoded < declared - FRAME_COUNT_SLACK else None
+        # MKV and some others declare a duration but no frame count.
+        if info.duration_s and info.fps and self.last_time_s is not None:
+            reached = self.last_time_s + 1 / float(info.fps)
+            if reached < info.duration_s - FRAME_COUNT_SLACK / float(info.fps):
+                return f"{reached:.2f} s of the {info.duration_s:.2f} s"
+        return None
+
     def partial(self) -> dict[str, Any] | None:
         """Where and why decoding stopped early, or None when the whole clip was read."""
-        declared = self._info.frames_declared
-        short = declared is not None and self.decoded < declared - FRAME_COUNT_SLACK
+        short = self._shortfall()
         if not (short or self.gave_up):
             return None
         ffmpeg = f" (FFmpeg: {self.error})" if self.error else ""
         if short:
-            reason = (f"The clip ends after {self.decoded} of the {declared} frames its header declares{ffmpeg}; "
-                      "it was probably cut short during upload. Upload the complete clip for a full result.")
+            reason = (f"The clip ends after {short} its header declares{ffmpeg}; it was probably cut short "
+                      "during upload. Upload the complete clip for a full result.")
         else:
             reason = (f"Decoding stopped after frame {self.decoded}{ffmpeg}; the rest of the clip is damaged. "
                       "Upload an intact copy for a full result.")
-        return {"stopped_at_frame": self.decoded, "frames_declared": declared, "reason": reason}
+        stopped_s = None if self.last_time_s is None else round(self.last_time_s, 4)
+        return {"stopped_at_frame": self.decoded, "stopped_at_s": stopped_s,
+                "frames_declared": self._info.frames_declared, "reason": reason}
 
 
 # -- sampling ---------------------------------------------------------------------------------
@@ -362,7 +333,7 @@ def plan_sampling(info: VideoInfo, limits: VideoLimits) -> SamplingPlan:
     expected = info.expected_frames if fps is None else (info.duration_s or 0) * fps
     if expected is not None and expected > limits.max_frames and info.duration_s:
         fps = limits.max_frames / info.duration_s
-    return SamplingPlan(fps, limits.max_frames, limits.sample_fps)
+    return SamplingPlan(None if fps is None else float(fps), limits.max_frames, limits.sample_fps)
 
 
 class Sampler:
@@ -428,14 +399,12 @@ class Pipeline:
         self._batch: list[tuple[int, float, np.ndarray]] = []
         self._pending: list[DecodedFrame] = []
         self._shown = 0  # records[:_shown] have been reached by the writer
-        self.last: DecodedFrame | None = None
 
     def feed(self, item: DecodedFrame) -> None:
-        self.last = item
         if self.sampler.take(item.time_s):
             with self.timer("decode"):  # conversion and resizing count as decoding
                 self._batch.append((item.index, item.time_s,
-                                    fit_to_input(item.frame.to_image(), self.classifier.input_size)))
+                                    fit_to_input(item.image(), self.classifier.input_size)))
         if self.writer is not None:
             self._pending.append(item)
         if len(self._batch) >= self.batch_size or len(self._pending) >= self.max_pending:
@@ -465,13 +434,13 @@ class Pipeline:
             record = self.records[self._shown - 1]
             bar = record["positive_probability"] if self.positive else record["probability"]
             with self.timer("encode"):
-                self.writer.write(item.frame.to_image(), label=record["label"],
+                self.writer.write(item.image(), label=record["label"],
                                   probability=record["probability"], bar_value=bar)
         self._pending.clear()
 
 
 def max_pending_frames(info: VideoInfo) -> int:
-    frame_bytes = max(1, info.width * info.height * 3 // 2)  # yuv420p, as decoded
+    frame_bytes = max(1, info.width * info.height * 9 // 2)  # yuv420p as decoded plus its RGB copy
     return max(1, min(MAX_PENDING_FRAMES, PENDING_BYTES // frame_bytes))
 
 
@@ -496,17 +465,21 @@ def segments(records: list[dict[str, Any]], *, end_frame: int, end_s: float) -> 
     A run lasts until the next run's first sampled frame (or the end of the clip), so the
     spans tile the clip; ``frames`` counts source frames, ``sampled`` classified ones.
     """
-    runs: list[dict[str, Any]] = []
+    starts: list[dict[str, Any]] = []  # the first record of each run
+    counts: list[int] = []
     for record in records:
-        if runs and runs[-1]["label"] == record["label"]:
-            runs[-1]["sampled"] += 1
-            continue
-        runs.append({"label": record["label"], "start_s": record["time_s"], "start_frame": record["frame"],
-                     "sampled": 1})
-    for run, nxt in zip(runs, runs[1:] + [None]):
-        stop_frame = nxt["start_frame"] if nxt else end_frame
-        run.update(end_s=round(nxt["start_s"] if nxt else end_s, 4), end_frame=stop_frame - 1,
-                   frames=stop_frame - run["start_frame"])
+        if starts and starts[-1]["label"] == record["label"]:
+            counts[-1] += 1
+        else:
+            starts.append(record)
+            counts.append(1)
+    runs = []
+    for i, (first, sampled) in enumerate(zip(starts, counts)):
+        nxt = starts[i + 1] if i + 1 < len(starts) else None
+        stop_frame, stop_s = (nxt["frame"], nxt["time_s"]) if nxt else (end_frame, end_s)
+        runs.append({"label": first["label"], "start_s": first["time_s"], "end_s": round(stop_s, 4),
+                     "start_frame": first["frame"], "end_frame": stop_frame - 1,
+                     "frames": stop_frame - first["frame"], "sampled": sampled})
     return runs
 
 
@@ -588,8 +561,8 @@ def _run_and_finish(reader: FrameReader, pipeline: Pipeline, timer: Timer, write
 
 def build_result(info: VideoInfo, plan: SamplingPlan, reader: FrameReader, pipeline: Pipeline, manifest: Any,
                  timer: Timer, *, total_s: float) -> dict[str, Any]:
-    records, last = pipeline.records, pipeline.last
-    assert last is not None  # _run_and_finish refuses a clip without frames
+    records, last_s = pipeline.records, reader.last_time_s
+    assert last_s is not None  # _run_and_finish refuses a clip without frames
     frame_s = 1 / float(info.fps) if info.fps else 0.0
     writer = pipeline.writer
     return {
@@ -600,7 +573,7 @@ def build_result(info: VideoInfo, plan: SamplingPlan, reader: FrameReader, pipel
         "video": {**info.to_dict(), "frames_decoded": reader.decoded, "frames_sampled": len(records),
                   "bad_packets": reader.bad_packets},
         "sampling": {**plan.to_dict(), "capped": pipeline.sampler.refused_by_cap > 0},
-        "summary": summarise(records, manifest.classes, end_frame=reader.decoded, end_s=last.time_s + frame_s,
+        "summary": summarise(records, manifest.classes, end_frame=reader.decoded, end_s=last_s + frame_s,
                              imagenet_sums=pipeline.imagenet_sums),
         "partial": reader.partial(),
         "annotated": None if writer is None else writer.describe(),
@@ -653,6 +626,18 @@ def open_classifier(spec: str, env: Mapping[str, str]) -> Iterator[Any]:
         yield Classifier(bundle_dir, manifest)
 
 
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m functions.video",
                                      description="Classify the frames of a CCTV clip and summarise them.")
@@ -662,10 +647,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="a bundle folder, or s3://bucket/models/ (latest) or s3://bucket/models/VERSION "
                              f"(default: {DEFAULT_BUNDLE}, which `make demo` writes)")
     parser.add_argument("--json", type=Path, help="write the full result (every sampled frame) here")
-    parser.add_argument("--sample-fps", type=float, help="classify this many frames per second "
-                                                         "(default: every frame, or $VIDEO_SAMPLE_FPS)")
-    parser.add_argument("--max-frames", type=int, help="classify at most this many frames, spread over the clip "
-                                                       "(default: 1500, or $MAX_VIDEO_FRAMES)")
+    parser.add_argument("--sample-fps", type=_positive(float),
+                        help="classify this many frames per second (default: every frame, or $VIDEO_SAMPLE_FPS)")
+    parser.add_argument("--max-frames", type=_positive(int),
+                        help="classify at most this many frames, spread over the clip "
+                             "(default: 1500, or $MAX_VIDEO_FRAMES)")
     return parser
 
 
@@ -723,6 +709,10 @@ def main(argv: list[str] | None = None, *, env: Mapping[str, str] = os.environ, 
         return exc.exit_code
     except OSError as exc:  # an unwritable --out/--json, a full disk
         print(f"error: {exc.strerror or exc} ({exc.filename or 'file'}); check the path and free space.",
+              file=stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the command line promises one line, never a traceback
+        print(f"error: unexpected {type(exc).__name__}: {exc}. This is a bug; please report it with the clip.",
               file=stderr)
         return 1
     print(format_summary(result, str(args.input)), file=stdout)

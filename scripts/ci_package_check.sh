@@ -73,8 +73,12 @@ sys.path.insert(0, ".")  # what Lambda does with /var/task
 import numpy, PIL.Image, onnxruntime
 import functions.classify
 assert callable(functions.classify.handler), "functions.classify.handler is not callable"
+assert "av" not in sys.modules, "importing the handler must not load PyAV (clips import it lazily)"
+import av, av.video.reformatter  # what functions.video imports once a clip arrives
+assert "libx264" in av.codecs_available, "the vendored FFmpeg has no libx264 encoder for annotated clips"
 print(f"imports OK: numpy {numpy.__version__}, pillow {PIL.__version__}, onnxruntime {onnxruntime.__version__} "
-      f"{onnxruntime.get_available_providers()}, functions.classify.handler")
+      f"{onnxruntime.get_available_providers()}, av {av.__version__} (FFmpeg {av.ffmpeg_version_info}), "
+      "functions.classify.handler")
 ')
 else
     step "import smoke test skipped (needs an x86_64 host with CPython 3.12; set PYTHON312)"

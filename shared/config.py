@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from shared.errors import ConfigError
 
 DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
 # 50 MP admits 8K frames and 4:3 photos from 40 MP sensors; beyond that is a bomb.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+DEFAULT_MAX_VIDEO_BYTES = 200 * 1024 * 1024
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -63,6 +65,43 @@ class DecodeLimits:
         )
 
 
+def _number(env: Mapping[str, str], name: str, default: float | None, kind: type) -> Any:
+    """``env[name]`` as ``kind`` (int or float), ``default`` when unset or empty; range checks are the caller's."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"Set {name} to {what}; it is {raw!r}.", setting=name) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoLimits:
+    """What a clip may be. ``sample_fps=None`` classifies every frame (up to ``max_frames``)."""
+
+    max_bytes: int = DEFAULT_MAX_VIDEO_BYTES
+    max_duration_s: float = 600.0
+    max_frames: int = 1500
+    sample_fps: float | None = None
+
+    def __post_init__(self) -> None:
+        for field, setting in (("max_bytes", "MAX_VIDEO_BYTES"), ("max_duration_s", "MAX_VIDEO_SECONDS"),
+                               ("max_frames", "MAX_VIDEO_FRAMES"), ("sample_fps", "VIDEO_SAMPLE_FPS")):
+            value = getattr(self, field)
+            if value is not None and not value > 0:
+                raise ConfigError(f"Set {setting} to a positive number; it is {value}.", setting=setting)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> VideoLimits:
+        default = cls()
+        return cls(max_bytes=_number(env, "MAX_VIDEO_BYTES", default.max_bytes, int),
+                   max_duration_s=_number(env, "MAX_VIDEO_SECONDS", default.max_duration_s, float),
+                   max_frames=_number(env, "MAX_VIDEO_FRAMES", default.max_frames, int),
+                   sample_fps=_number(env, "VIDEO_SAMPLE_FPS", None, float))
+
+
 @dataclasses.dataclass(frozen=True)
 class FunctionSettings:
     """Everything the cloud function needs, validated once per container."""
@@ -75,6 +114,7 @@ class FunctionSettings:
     model_cache_dir: str = "/tmp/cctv-model"
     s3: S3Settings = dataclasses.field(default_factory=S3Settings)
     limits: DecodeLimits = dataclasses.field(default_factory=DecodeLimits)
+    video: VideoLimits = dataclasses.field(default_factory=VideoLimits)
     max_workers: int = 4
 
     def __post_init__(self) -> None:
@@ -105,5 +145,6 @@ class FunctionSettings:
             model_cache_dir=env.get("MODEL_CACHE_DIR", "/tmp/cctv-model"),
             s3=S3Settings.from_env(env),
             limits=DecodeLimits.from_env(env),
+            video=VideoLimits.from_env(env),
             max_workers=_int(env, "MAX_WORKERS", 4),
         )

@@ -102,6 +102,39 @@ class NotAnImageError(InvalidImageError):
     pass
 
 
+# -- input clips (video mode) ---------------------------------------------------------
+
+
+class InvalidVideoError(CCTVError):
+    """The file is not a usable video. Bad input: report it and move on."""
+
+    exit_code = 2
+
+
+class VideoTooLargeError(InvalidVideoError):
+    pass
+
+
+class VideoTooLongError(InvalidVideoError):
+    pass
+
+
+class NotAVideoError(InvalidVideoError):
+    """FFmpeg cannot open the file at all (corrupt, cut short before its index, not a video)."""
+
+
+class NoVideoStreamError(InvalidVideoError):
+    pass
+
+
+class UnsupportedCodecError(InvalidVideoError):
+    pass
+
+
+class EmptyVideoError(InvalidVideoError):
+    pass
+
+
 # -- datasets and training ----------------------------------------------------------
 
 

@@ -45,9 +45,22 @@ def decode_image(data: bytes, size: tuple[int, int], *, limits: DecodeLimits = D
         rgb = _load_rgb(img, size, key)
     finally:
         img.close()
-    if rgb.size != size:
-        rgb = rgb.resize(size, RESIZE_FILTER)
-    return np.asarray(rgb, dtype=np.uint8)
+    return fit_to_input(rgb, size)
+
+
+def fit_to_input(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """RGB uint8 ``(height, width, 3)`` at ``size`` = (width, height): squashed, never cropped.
+
+    The last step of :func:`decode_image`, and what video mode does to each sampled frame
+    of a clip, so a frame of a clip and the same frame sent as a still reach the model
+    identically.  An image that is not RGB yet is converted with Pillow's plain
+    ``convert("RGB")`` (``decode_image`` has already handled 16-bit and alpha modes).
+    """
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != size:
+        img = img.resize(size, RESIZE_FILTER)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _name(key: str | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from shared.config import S3Settings
@@ -21,11 +22,14 @@ from shared.errors import (
     ObjectNotFoundError,
     StorageError,
     TransientStorageError,
+    VideoTooLargeError,
 )
 
 _NOT_FOUND_KEY = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
               "ServiceUnavailable", "RequestTimeTooSkewed", "500", "502", "503", "504"}
+# Streamed bodies are read in chunks of this size: a 200 MB clip never sits in memory.
+DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5) -> Any:
@@ -69,7 +73,7 @@ def translate(exc: BaseException, *, bucket: str, key: str | None = None) -> Sto
             f"No AWS credentials were found for {where}; set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and try again.", bucket=bucket, key=key)
     if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError,
-                        bce.ConnectTimeoutError)):
+                        bce.ConnectTimeoutError, bce.IncompleteReadError, bce.ResponseStreamingError)):
         return TransientStorageError(
             f"Could not reach the object store for {where} ({exc}); check the endpoint URL and "
             "network, then retry.", bucket=bucket, key=key)
@@ -157,6 +161,40 @@ class ObjectStore:
         except (bce.BotoCoreError, bce.ClientError) as exc:
             raise translate(exc, bucket=self.bucket, key=key) from exc
         return ObjectData(key, resp["ETag"].strip('"'), size, body)
+
+    def download(self, key: str, path: Path, *, max_bytes: int) -> ObjectInfo:
+        """Stream an object into the file ``path`` in chunks; refuse before reading if it exceeds ``max_bytes``.
+
+        For clips: the caller normally checks the size on a HEAD first; this check catches an
+        object replaced by a larger one in between.  The ETag and size are the GET's, i.e.
+        those of the bytes written.
+        """
+        resp = self._call(key, self.client.get_object, Key=key)
+        size = int(resp["ContentLength"])
+        if size > max_bytes:
+            resp["Body"].close()
+            raise VideoTooLargeError(
+                f"s3://{self.bucket}/{key} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+                "send a shorter clip or raise MAX_VIDEO_BYTES.", bucket=self.bucket, key=key, size=size)
+        from botocore import exceptions as bce
+
+        try:
+            with open(path, "wb") as out:
+                for chunk in resp["Body"].iter_chunks(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+        except (bce.BotoCoreError, bce.ClientError) as exc:
+            raise translate(exc, bucket=self.bucket, key=key) from exc
+        finally:
+            resp["Body"].close()
+        return ObjectInfo(key, resp["ETag"].strip('"'), size)
+
+    def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream",
+                 metadata: dict[str, str] | None = None) -> str:
+        """Upload the file ``path`` in one PUT, streamed from disk (never read into memory whole)."""
+        with open(path, "rb") as body:
+            resp = self._call(key, self.client.put_object, Key=key, Body=body, ContentType=content_type,
+                              Metadata=metadata or {})
+        return str(resp.get("ETag", "")).strip('"')
 
     def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
             metadata: dict[str, str] | None = None) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
-from shared.errors import ObjectNotFoundError
+from shared.errors import ObjectNotFoundError, VideoTooLargeError
 from shared.storage import ObjectData, ObjectInfo, ObjectStore
 
 
@@ -13,7 +14,9 @@ class MemoryStore(ObjectStore):
     def __init__(self, bucket: str = "memory") -> None:
         super().__init__(client=None, bucket=bucket)
         self.objects: dict[str, bytes] = {}
+        self.content_types: dict[str, str] = {}
         self.gets: list[str] = []
+        self.downloads: list[str] = []
 
     def check_bucket(self) -> None:
         return None
@@ -35,7 +38,21 @@ class MemoryStore(ObjectStore):
             raise ObjectNotFoundError(f"s3://{self.bucket}/{key} does not exist.", bucket=self.bucket, key=key)
         return ObjectData(key, self._etag(key), len(self.objects[key]), self.objects[key])
 
+    def download(self, key: str, path: Path, *, max_bytes: int) -> ObjectInfo:
+        self.downloads.append(key)
+        data = self.get(key)
+        if data.size > max_bytes:
+            raise VideoTooLargeError(f"s3://{self.bucket}/{key} is too large.", bucket=self.bucket, key=key,
+                                     size=data.size)
+        Path(path).write_bytes(data.body)
+        return ObjectInfo(key, data.etag, data.size)
+
     def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
             metadata: dict[str, str] | None = None) -> str:
         self.objects[key] = bytes(body)
+        self.content_types[key] = content_type
         return self._etag(key)
+
+    def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream",
+                 metadata: dict[str, str] | None = None) -> str:
+        return self.put(key, Path(path).read_bytes(), content_type=content_type, metadata=metadata)

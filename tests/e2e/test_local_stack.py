@@ -1,6 +1,8 @@
 """End to end through the local stack: moto S3 -> bucket notification -> SQS -> worker -> real handler.
 
 The bundle is the tiny ONNX fake (no TensorFlow): red frames are ``car``, grey ones ``bus``.
+Clips go through the same stack and the same handler: generated ones from
+tests/video_fakes.py, and one real CCTV clip of the kit when it is present.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import pytest
 from PIL import Image
 
 from functions.local import BUCKET, LocalStack
-from shared.config import DecodeLimits
+from shared.config import DecodeLimits, VideoLimits
 from shared.errors import TransientStorageError
 from shared.storage import ObjectStore
+from tests import video_fakes as vf
 from tests.fakes import build_tiny_bundle
 
 
@@ -49,10 +52,11 @@ def s3_notification(key: str, etag: str | None = None) -> dict[str, Any]:
                          "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": BUCKET}, "object": obj}}]}
 
 
-def start_stack(tmp_path: Path, **kwargs: Any) -> LocalStack:
+def start_stack(tmp_path: Path, *, visibility_timeout: int = 2, **kwargs: Any) -> LocalStack:
     bundle_dir = tmp_path / "bundle"
     build_tiny_bundle(bundle_dir)
-    stack = LocalStack(bundle_dir=bundle_dir, visibility_timeout=2, model_cache_dir=tmp_path / "cache", **kwargs)
+    stack = LocalStack(bundle_dir=bundle_dir, visibility_timeout=visibility_timeout,
+                       model_cache_dir=tmp_path / "cache", **kwargs)
     stack.__enter__()
     stack.ensure_model(quiet=True)
     stack.start_worker()
@@ -174,5 +178,99 @@ def test_injected_s3_fault_ends_with_every_result_after_redelivery(tmp_path: Pat
         assert queue_depth(stack) == 0
         dlq = stack.sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])
         assert dlq["Attributes"]["ApproximateNumberOfMessages"] == "0"
+    finally:
+        stack.__exit__(None, None, None)
+
+
+# -- clips ------------------------------------------------------------------------------------
+
+KIT_CLIP = ("yashbansal24_video.avi", (320, 240), 750)  # the kit's shortest clip to process
+
+
+@pytest.fixture()
+def clip_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    # A clip takes seconds, not milliseconds: a visibility timeout well above that, as on AWS.
+    s = start_stack(tmp_path, visibility_timeout=60, video_limits=VideoLimits(max_bytes=20_000_000,
+                                                                              max_duration_s=60.0))
+    yield s
+    s.__exit__(None, None, None)
+
+
+def decode_mp4(data: bytes) -> tuple[tuple[int, int], int, str]:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        return (stream.width, stream.height), sum(1 for _ in container.decode(stream)), stream.codec_context.name
+
+
+def settle(stack: LocalStack, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while queue_depth(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_clip_gives_json_and_annotated_mp4_and_they_trigger_nothing(clip_stack: LocalStack,
+                                                                   tmp_path: Path) -> None:
+    stack = clip_stack
+    clip = vf.write_clip(tmp_path / "clip.mp4", vf.labels_switching(seconds=3.0))  # 30 frames, bus then car
+    stack.store.put("incoming/cam3/Gate 1.mp4", clip.read_bytes(), content_type="video/mp4")
+    stack.store.put("incoming/cam3/still.jpg", jpeg((220, 20, 20)))
+    keys = ["incoming/cam3/Gate 1.mp4", "incoming/cam3/still.jpg"]
+    found = stack.wait_for_results(keys, timeout=60)
+
+    doc = found["incoming/cam3/Gate 1.mp4"]
+    assert (doc["status"], doc["kind"], doc["annotated_key"]) == ("ok", "video", "results/cam3/Gate 1.mp4.annotated.mp4")
+    assert doc["summary"]["label_share"] == {"bus": 0.5, "car": 0.5} and doc["video"]["frames_decoded"] == 30
+    assert found["incoming/cam3/still.jpg"]["label"] == "car"
+    size, frames, codec = decode_mp4(stack.store.get(doc["annotated_key"]).body)
+    assert (size, frames, codec) == ((160, 120), 30, "h264")
+    assert stack.s3.head_object(Bucket=BUCKET, Key=doc["annotated_key"])["ContentType"] == "video/mp4"
+
+    # The annotated mp4 and the JSON were written under results/: neither may reach the queue.
+    settle(stack)
+    batches = stack.handled_batches
+    time.sleep(3)
+    assert queue_depth(stack) == 0 and stack.handled_batches == batches and not stack.worker_errors
+    assert sorted(o.key for o in stack.store.list("results/")) == [
+        "results/cam3/Gate 1.mp4.annotated.mp4", "results/cam3/Gate 1.mp4.json", "results/cam3/still.jpg.json"]
+
+
+def test_bad_and_repeated_clips_through_the_stack(clip_stack: LocalStack, tmp_path: Path) -> None:
+    stack = clip_stack
+    stack.store.put("incoming/report.mkv", vf.text_as_mp4(tmp_path / "t.mp4").read_bytes())
+    stack.store.put("incoming/ok.avi", vf.write_clip(tmp_path / "ok.avi", ["bus"] * 10).read_bytes())
+    found = stack.wait_for_results(["incoming/report.mkv", "incoming/ok.avi"], timeout=60)
+    assert found["incoming/report.mkv"]["error"]["type"] == "NotAVideoError"
+    assert found["incoming/ok.avi"]["status"] == "ok"
+    settle(stack)
+    before = {o.key: o.etag for o in stack.store.list("results/")}
+    event = s3_notification("incoming/ok.avi", etag=stack.store.head("incoming/ok.avi").etag)
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))  # at-least-once
+    time.sleep(1)
+    settle(stack)
+    assert {o.key: o.etag for o in stack.store.list("results/")} == before
+    assert "results/report.mkv.annotated.mp4" not in before and not stack.worker_errors
+
+
+def test_a_real_cctv_clip_end_to_end(kit: Path, tmp_path: Path) -> None:
+    name, size, frames = KIT_CLIP
+    source = kit / "data" / "video" / name
+    if not source.is_file():
+        pytest.skip(f"{source} is not in the kit")
+    # Classify 5 frames a second (every frame is still decoded and annotated): keeps this well under 30 s.
+    stack = start_stack(tmp_path, visibility_timeout=120,
+                        video_limits=VideoLimits(max_bytes=50_000_000, max_duration_s=120.0, sample_fps=5.0))
+    try:
+        key = f"incoming/kit/{name}"
+        stack.store.put(key, source.read_bytes(), content_type="video/x-msvideo")
+        started = time.monotonic()
+        doc = stack.wait_for_results([key], timeout=120)[key]
+        elapsed = time.monotonic() - started
+        assert doc["status"] == "ok", doc["error"]
+        assert doc["video"]["frames_decoded"] == frames and doc["partial"] is None
+        assert doc["sampling"]["mode"] == "fps" and 140 <= doc["video"]["frames_sampled"] <= 160
+        assert decode_mp4(stack.store.get(doc["annotated_key"]).body) == (size, frames, "h264")
+        print(f"\n  {name} through the local stack: {elapsed:.1f} s, {doc['timings']['frames_per_s']} frames/s")
     finally:
         stack.__exit__(None, None, None)

@@ -45,7 +45,8 @@ from tests.fakes import (
 REPO = Path(__file__).resolve().parents[2]
 KEY = "incoming/cam 1/frame+1 100%/Ünïcode-ключ.jpg"
 RESULT_KEY = "results/cam 1/frame+1 100%/Ünïcode-ключ.jpg.json"
-HEAVY = ("tensorflow", "keras", "lightgbm", "scipy", "sklearn")
+# Never on the still-frame path; PyAV (av, FFmpeg) only once a clip arrives.
+HEAVY = ("tensorflow", "keras", "lightgbm", "scipy", "sklearn", "av")
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 
 
@@ -417,24 +418,30 @@ def test_tampered_manifest_and_incompatible_schema_are_refused(settings: Functio
 
 def test_handling_an_event_imports_no_heavy_library(store: ObjectStore, model: str, tmp_path: Path,
                                                     s3_settings: S3Settings) -> None:
+    from tests.video_fakes import write_clip
+
     put(store, KEY)
+    store.put("incoming/clip.mp4", write_clip(tmp_path / "clip.mp4", ["car"] * 5).read_bytes())
     code = textwrap.dedent("""
         import json, sys
         from functions import classify
         assert classify._app is None, "the handler must not be built at import time"
         response = classify.handler(json.loads(sys.argv[1]), None)
-        heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(",")))
-        print(json.dumps({"response": response, "heavy": heavy}))
+        heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[3].split(",")))
+        clip = classify.handler(json.loads(sys.argv[2]), None)  # the control: a clip does load PyAV
+        print(json.dumps({"response": response, "heavy": heavy, "clip": clip, "av_after_clip": "av" in sys.modules}))
     """)
     env = {**os.environ, "BUCKET": store.bucket, "S3_ENDPOINT_URL": str(s3_settings.endpoint_url),
            "MODEL_CACHE_DIR": str(tmp_path / "subprocess-cache"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(s3_event(store.bucket, [KEY])), ",".join(HEAVY)],
+    events = [json.dumps(s3_event(store.bucket, [key])) for key in (KEY, "incoming/clip.mp4")]
+    proc = subprocess.run([sys.executable, "-c", code, *events, ",".join(HEAVY)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["heavy"] == []
+    assert out["heavy"] == []  # after a frame event: no training stack, and no FFmpeg
     assert out["response"]["records"]["ok"] == 1
     assert result(store)["status"] == "ok"
+    assert out["clip"]["records"]["ok"] == 1 and out["av_after_clip"] is True
 
 
 class ListlessStore(ObjectStore):

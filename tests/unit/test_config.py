@@ -12,6 +12,7 @@ from shared.config import (
     DecodeLimits,
     FunctionSettings,
     S3Settings,
+    VideoLimits,
     normalise_prefix,
 )
 from shared.errors import ConfigError
@@ -30,6 +31,8 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.limits == DecodeLimits(DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS)
     assert settings.limits.max_bytes == 25 * 1024 * 1024
     assert settings.limits.max_pixels == 50_000_000
+    assert settings.video == VideoLimits(max_bytes=200 * 1024 * 1024, max_duration_s=600.0, max_frames=1500,
+                                         sample_fps=None)
     # The constructor's defaults and from_env({}) agree.
     assert settings == FunctionSettings()
 
@@ -47,6 +50,10 @@ def test_every_setting_is_read_from_the_mapping() -> None:
         "MAX_IMAGE_BYTES": "1000",
         "MAX_IMAGE_PIXELS": "2000",
         "MAX_WORKERS": "8",
+        "MAX_VIDEO_BYTES": "5000",
+        "MAX_VIDEO_SECONDS": "90",
+        "MAX_VIDEO_FRAMES": "300",
+        "VIDEO_SAMPLE_FPS": "2.5",
     }
     settings = FunctionSettings.from_env(env)
     assert settings.model_bucket == "models-bucket"
@@ -57,6 +64,7 @@ def test_every_setting_is_read_from_the_mapping() -> None:
     assert settings.s3 == S3Settings(endpoint_url="http://127.0.0.1:9000", region="ru-central1")
     assert settings.limits == DecodeLimits(max_bytes=1000, max_pixels=2000)
     assert settings.max_workers == 8
+    assert settings.video == VideoLimits(max_bytes=5000, max_duration_s=90.0, max_frames=300, sample_fps=2.5)
 
 
 def test_fallback_names_and_empty_values() -> None:
@@ -154,3 +162,9 @@ def test_decode_limits_from_env_alone() -> None:
 
 def test_s3_settings_for_aws_itself_have_no_endpoint() -> None:
     assert S3Settings.from_env({"S3_ENDPOINT_URL": ""}).endpoint_url is None
+
+
+def test_video_limits_are_refused_through_function_settings_too() -> None:
+    with pytest.raises(ConfigError) as info:
+        FunctionSettings.from_env({"VIDEO_SAMPLE_FPS": "0"})
+    assert info.value.context["setting"] == "VIDEO_SAMPLE_FPS" and "positive" in str(info.value)

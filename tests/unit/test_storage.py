@@ -24,6 +24,7 @@ from shared.errors import (
     ObjectNotFoundError,
     StorageError,
     TransientStorageError,
+    VideoTooLargeError,
 )
 from shared.storage import ObjectInfo, ObjectStore, make_client, translate
 
@@ -86,6 +87,10 @@ def assert_sentence(exc: BaseException) -> None:
                  id="endpoint-connection"),
     pytest.param(bce.ReadTimeoutError(endpoint_url="http://127.0.0.1:9"), "k", TransientStorageError, True,
                  id="read-timeout"),
+    pytest.param(bce.IncompleteReadError(actual_bytes=5, expected_bytes=9), "k", TransientStorageError, True,
+                 id="incomplete-read"),
+    pytest.param(bce.ResponseStreamingError(error="connection reset"), "k", TransientStorageError, True,
+                 id="response-streaming"),
     pytest.param(client_error("InvalidArgument", 400), "k", StorageError, False, id="other-4xx"),
     pytest.param(RuntimeError("boom"), "k", StorageError, False, id="anything-else"),
 ])
@@ -261,3 +266,97 @@ def test_put_get_head_and_json_round_trip(store: ObjectStore) -> None:
     store.put_json("results/a.json", {"label": "вагон", "score": 0.5})
     assert store.get_json("results/a.json") == {"label": "вагон", "score": 0.5}
     assert store.client.head_object(Bucket=store.bucket, Key="results/a.json")["ContentType"] == "application/json"
+
+
+# -- clips: streamed to and from files --------------------------------------------------------
+
+
+class _ChunkCountingBody(_SpyBody):
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.chunks: list[int] = []
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        for chunk in self.inner.iter_chunks(chunk_size):
+            self.chunks.append(len(chunk))
+            yield chunk
+
+
+class _ChunkSpyClient(_SpyClient):
+    def get_object(self, **kwargs: Any) -> Any:
+        resp = self.inner.get_object(**kwargs)
+        resp["Body"] = _ChunkCountingBody(resp["Body"])
+        self.bodies.append(resp["Body"])
+        return resp
+
+
+def test_download_streams_the_object_to_a_file_in_chunks(client: Any, store: ObjectStore, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.storage
+
+    data = bytes(range(256)) * 1000  # 256,000 bytes
+    etag = store.put("incoming/clip.mp4", data, content_type="video/mp4")
+    monkeypatch.setattr(shared.storage, "DOWNLOAD_CHUNK", 64 * 1024)
+    spy = _ChunkSpyClient(client)
+    info = ObjectStore(spy, store.bucket).download("incoming/clip.mp4", tmp_path / "clip", max_bytes=len(data))
+    assert info == ObjectInfo("incoming/clip.mp4", etag, len(data))
+    assert (tmp_path / "clip").read_bytes() == data
+    [body] = spy.bodies
+    assert body.chunks == [65536, 65536, 65536, 59392] and body.closed  # never the whole body at once
+
+
+def test_download_refuses_an_oversize_clip_before_reading_it(client: Any, store: ObjectStore,
+                                                            tmp_path: Path) -> None:
+    store.put("incoming/big.mp4", b"\0" * 100)
+    spy = _ChunkSpyClient(client)
+    with pytest.raises(VideoTooLargeError) as info:
+        ObjectStore(spy, store.bucket).download("incoming/big.mp4", tmp_path / "clip", max_bytes=99)
+    assert info.value.context == {"bucket": store.bucket, "key": "incoming/big.mp4", "size": 100}
+    assert "99-byte limit" in str(info.value) and "MAX_VIDEO_BYTES" in str(info.value)
+    assert_sentence(info.value)
+    [body] = spy.bodies
+    assert body.reads == 0 and body.chunks == [] and body.closed
+    assert not (tmp_path / "clip").exists()
+
+
+def test_download_of_a_missing_key_is_translated(store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFoundError):
+        store.download("incoming/gone.mp4", tmp_path / "clip", max_bytes=1000)
+
+
+class _BrokenStream:
+    """A body whose connection drops after the first chunk."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[bytes]:
+        yield b"x" * 10
+        raise bce.IncompleteReadError(actual_bytes=10, expected_bytes=100)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_body_cut_short_during_download_is_transient(store: ObjectStore, tmp_path: Path) -> None:
+    body = _BrokenStream()
+
+    class Client:
+        def get_object(self, **kwargs: Any) -> Any:
+            return {"ContentLength": 100, "ETag": '"abc"', "Body": body}
+
+    with pytest.raises(TransientStorageError) as info:
+        ObjectStore(Client(), store.bucket).download("incoming/clip.mp4", tmp_path / "clip", max_bytes=1000)
+    assert info.value.retryable and "incoming/clip.mp4" in str(info.value)
+    assert body.closed
+
+
+def test_put_file_uploads_from_disk_with_type_and_metadata(store: ObjectStore, tmp_path: Path) -> None:
+    path = tmp_path / "annotated.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(5000))
+    etag = store.put_file("results/clip.mp4.annotated.mp4", path, content_type="video/mp4",
+                          metadata={"source-etag": "abc"})
+    head = store.client.head_object(Bucket=store.bucket, Key="results/clip.mp4.annotated.mp4")
+    assert head["ContentType"] == "video/mp4" and head["Metadata"] == {"source-etag": "abc"}
+    assert head["ETag"].strip('"') == etag
+    assert store.get("results/clip.mp4.annotated.mp4").body == path.read_bytes()

@@ -1,0 +1,154 @@
+"""Benchmark 4: training featurisation from S3 against the raw backbone, in the same run.
+
+``training.features.extract`` (S3 GET + ``decode_image`` on 8 worker threads, overlapped
+with batched Keras inference) on a labelled set in a moto S3 server, against the same
+Keras model (``model.predict_on_batch``, batch 32, what ``training.fit`` uses) on the
+same frames already decoded into memory.  Ratio = raw seconds / extract seconds
+(1.0 = S3 and decoding cost nothing).  Pairs alternate (raw, extract, raw, ...).
+
+Data: the kit's CCTV crops (``cctv-car-minibus``, 100x100 JPEGs), else generated frames.
+Full run, MobileNetV2: extract with 2 and 4 fetch workers instead of 8, and the kit's
+large photos (``vehicles-dev``).  CPU seconds of the moto server show its share of the
+two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import KIT, fmt, keras_home, log, repo_env, summary, weights_for
+from bench.ctx import Ctx, Figure
+
+TARGET = 0.85
+BATCH = 32
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _seed(store: Any, prefix: str, n: int, source: str) -> str:
+    per = n // 2
+    if source == "crops" and (KIT / "data" / "cctv-car-minibus").is_dir():
+        root = KIT / "data" / "cctv-car-minibus"
+        for label in ("car", "minibus"):
+            for path in sorted((root / label).glob("*.jpg"))[:per]:
+                store.put(f"{prefix}{label}/{path.name}", path.read_bytes(), content_type="image/jpeg")
+        return f"{2 * per} kit CCTV crops (cctv-car-minibus, 100x100)"
+    if source == "photos" and (KIT / "data" / "vehicles-dev").is_dir():
+        count = 0
+        for path in sorted((KIT / "data" / "vehicles-dev").glob("*/*")):
+            if path.suffix.lower() in {".jpg", ".jpeg", ".png"} and count < n:
+                store.put(f"{prefix}{path.parent.name}/{path.name}", path.read_bytes(), content_type="image/jpeg")
+                count += 1
+        return f"{count} kit photos (vehicles-dev, up to 5120x2880)"
+    from devstack.samples import generate
+
+    for label, name, data in generate(("bus", "car"), per, seed=11):
+        store.put(f"{prefix}{label}/{name}", data, content_type="image/jpeg")
+    return f"{2 * per} generated 320x240 frames"
+
+
+def _raw(fn: Any, arrays: list[np.ndarray]) -> tuple[float, np.ndarray]:
+    outs = []
+    t0 = time.perf_counter()
+    for i in range(0, len(arrays), BATCH):
+        outs.append(np.asarray(fn(np.stack(arrays[i:i + BATCH])), dtype=np.float32))
+    return time.perf_counter() - t0, np.concatenate(outs)
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    os.environ.update({k: v for k, v in repo_env().items() if k.startswith("AWS_")})
+    from devstack.moto_server import MotoServer
+    from shared.backbones import get_backbone
+    from shared.config import DecodeLimits, S3Settings
+    from shared.storage import ObjectStore, make_client
+    from training.dataset import list_dataset
+    from training.features import extract, load_frame
+    from training.keras_backbone import build_model, resolve_weights
+
+    figures: list[Figure] = []
+    details: dict[str, Any] = {"per_backbone": {}, "batch_size": BATCH, "workers": 8}
+    limits = DecodeLimits()
+    with MotoServer() as server, keras_home() as home:
+        store = ObjectStore(make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=16),
+                            "bench-featurise")
+        store.client.create_bucket(Bucket=store.bucket)
+        moto_pid = server.process.pid  # type: ignore[union-attr]
+        for backbone in ctx.backbones:
+            heavy = backbone != "mobilenet_v2"
+            n = (64 if heavy else 128) if ctx.quick else (96 if heavy else 320)
+            reps = 2 if ctx.quick else ctx.reps
+            prefix = f"{backbone}/crops/"
+            source = _seed(store, prefix, n, "crops")
+            dataset = list_dataset(store, prefix)
+            items = list(dataset.items)
+            spec = get_backbone(backbone)
+            weights = weights_for(backbone, home)
+            choice = resolve_weights(spec, weights, home=home or Path("/nonexistent"), seed=42)
+            model = build_model(spec, choice, seed=42)
+
+            def fn(batch: np.ndarray) -> np.ndarray:  # exactly training.fit._featurise's backbone
+                out = model.predict_on_batch(batch)
+                return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+
+            arrays = [load_frame(store, item, spec.input_size, limits) for item in items]
+            fn(np.stack(arrays[:BATCH]))  # trace + warm
+            log(f"b4 featurisation, {backbone}: {len(items)} images ({source}), {reps} x (raw, extract)")
+
+            def extract_once(workers: int = 8, its: list[Any] = items) -> dict[str, Any]:
+                c0 = _cpu(moto_pid)
+                p0 = time.process_time()
+                feats, bad, stats = extract(its, store, fn, size=spec.input_size, limits=limits, batch_size=BATCH,
+                                            workers=workers, progress=False)
+                return {"seconds": stats.seconds, "feats": feats, "bad": len(bad),
+                        "inference_s": stats.inference_seconds, "download_decode_s": stats.download_decode_seconds,
+                        "moto_cpu_s": _cpu(moto_pid) - c0, "process_cpu_s": time.process_time() - p0}
+
+            raws, exts = [], []
+            for _ in range(reps):
+                raws.append(_raw(fn, arrays))
+                exts.append(extract_once())
+            raw_feats = raws[-1][1]
+            ext_feats = np.stack([exts[-1]["feats"][i.key] for i in items])
+            ratio = summary([r[0] / e["seconds"] for r, e in zip(raws, exts)], 3)
+            per: dict[str, Any] = {
+                "images": len(items), "source": source, "weights": weights,
+                "raw_images_per_s": summary([len(items) / r[0] for r in raws], 1),
+                "extract_images_per_s": summary([len(items) / e["seconds"] for e in exts], 1),
+                "ratio_raw_over_extract": ratio,
+                "extract_inference_share": summary([e["inference_s"] / e["seconds"] for e in exts], 3),
+                "moto_cpu_ms_per_image": summary([e["moto_cpu_s"] * 1000 / len(items) for e in exts], 1),
+                "extract_process_cpu_ms_per_image": summary([e["process_cpu_s"] * 1000 / len(items) for e in exts], 1),
+                "max_abs_feature_diff_extract_vs_raw": float(np.max(np.abs(raw_feats - ext_feats))),
+                "unreadable": exts[-1]["bad"],
+            }
+            if not ctx.quick and not heavy:
+                alt: dict[str, Any] = {}
+                for workers in (2, 4):
+                    r, _ = _raw(fn, arrays)
+                    e = extract_once(workers)
+                    alt[f"workers={workers}"] = {"ratio": round(r / e["seconds"], 3),
+                                                 "extract_images_per_s": round(len(items) / e["seconds"], 1)}
+                ph = f"{backbone}/photos/"
+                psource = _seed(store, ph, 200, "photos")
+                pitems = list(list_dataset(store, ph).items)
+                parrays = [load_frame(store, item, spec.input_size, limits) for item in pitems]
+                r, _ = _raw(fn, parrays)
+                e = extract_once(8, pitems)
+                alt["large photos"] = {"source": psource, "ratio": round(r / e["seconds"], 3),
+                                       "extract_images_per_s": round(len(pitems) / e["seconds"], 1),
+                                       "raw_images_per_s": round(len(pitems) / r, 1),
+                                       "moto_cpu_ms_per_image": round(e["moto_cpu_s"] * 1000 / len(pitems), 1)}
+                per["alternatives"] = alt
+            details["per_backbone"][backbone] = per
+            figures.append(Figure(4, "featurisation from S3 / raw backbone", backbone, f">= {TARGET:g}",
+                                  fmt(ratio, "", 3), ratio["median"] >= TARGET, ratio))
+            del model
+    return {"figures": figures, "details": details}

@@ -1,0 +1,61 @@
+"""Benchmark 5: large-frame decode to 224x224, JPEG draft mode (shipped) against a full decode.
+
+``shared.imaging.decode_image`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale (never below
+the target) and then resizes; the reference decodes every pixel and resizes.  Each round
+decodes each frame several times with both, alternating; the figure is the median over
+rounds of the per-round median.  The pixel and feature difference between the two is
+reported: the bundles are trained on draft-decoded frames (DECODER_VERSION 1).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench import decoders
+from bench.common import FRAME_SIZE, fmt, frames, large_frame, log, summary
+from bench.ctx import Ctx, Figure
+
+SIZES = ((3872, 2592), (1920, 1080))
+TARGET_SIZE = (224, 224)
+
+
+def _median_ms(fn: Any, data: bytes, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(data, TARGET_SIZE)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    rounds = 3 if ctx.quick else max(5, ctx.reps)
+    cases = [(size, *large_frame(size)) for size in SIZES]
+    small = frames(1)[0][0]
+    cases.append((FRAME_SIZE, small, "the 960x576 frame of benchmarks 1-3"))
+    for size, data, source in cases:
+        n = 3 if size[0] > 3000 else 10
+        log(f"b5 decode {size[0]}x{size[1]} ({source}): {rounds} rounds x {n} decodes each way")
+        draft, full = [], []
+        for _ in range(rounds):
+            draft.append(_median_ms(decoders.shipped, data, n))
+            full.append(_median_ms(decoders.full, data, n))
+        a, b = decoders.shipped(data, TARGET_SIZE), decoders.full(data, TARGET_SIZE)
+        diff = np.abs(a.astype(int) - b.astype(int))
+        speedup = summary([f / d for f, d in zip(full, draft)], 2)
+        name = f"{size[0]}x{size[1]}"
+        details[name] = {"source": source, "bytes": len(data), "draft_scale": decoders.draft_scale(data, TARGET_SIZE),
+                         "draft_ms": summary(draft, 2), "full_ms": summary(full, 2), "speedup": speedup,
+                         "max_abs_pixel_diff": int(diff.max()), "mean_abs_pixel_diff": round(float(diff.mean()), 3)}
+        if size != FRAME_SIZE:
+            figures.append(Figure(5, f"decode {name} -> 224x224, draft (ms)", None, "report", fmt(summary(draft, 2), "ms"),
+                                  None, summary(draft, 2)))
+            figures.append(Figure(5, f"decode {name} -> 224x224, full (ms)", None, "report", fmt(summary(full, 2), "ms"),
+                                  None, summary(full, 2)))
+            figures.append(Figure(5, f"decode {name}: draft speed-up", None, "report", fmt(speedup, "x"), None, speedup))
+    return {"figures": figures, "details": details}
