@@ -58,7 +58,7 @@ FRAME_COUNT_SLACK = 2
 LONGEST_RUNS = 3
 IMAGENET_SUMMARY_TOP = 5
 FRAME_IMAGENET_TOP = 3
-DEFAULT_BUNDLE = Path("build/demo-bundle")  # what `make demo` writes
+DEFAULT_BUNDLE = Path("build/local-bundle")  # what `make demo` (functions.local) writes
 
 Clock = Callable[[], float]
 
