@@ -240,13 +240,21 @@ def content_type(key: str) -> str:
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
+def _frame_detail(result: dict[str, Any]) -> str:
+    positive, threshold = result.get("positive_class"), result.get("threshold")
+    if positive is None or threshold is None:
+        return f"{result['label']:<8} p={result['probability']:.3f}"
+    # A binary head decides on the positive class's score against the stored threshold.
+    return f"{result['label']:<8} p({positive})={result['probabilities'][positive]:.3f} vs threshold {threshold:.3f}"
+
+
 def print_row(key: str, result: dict[str, Any]) -> None:
     if result.get("status") != "ok":
         detail = f"ERROR {result.get('error', {}).get('type', '?')}: {result.get('error', {}).get('message', '')}"
     elif result.get("kind") == "video":
         detail = _clip_detail(result)
     else:
-        detail = f"{result['label']:<8} p={result['probability']:.3f}"
+        detail = _frame_detail(result)
     ms = sum(v for v in result.get("timings_ms", {}).values() if isinstance(v, (int, float)))
     print(f"  {key:<40} {result.get('status', '?'):<6} {detail}  ({ms:.0f} ms)", flush=True)
 
