@@ -63,6 +63,11 @@ DEFAULT_BUNDLE = Path("build/local-bundle")  # what `make demo` (functions.local
 Clock = Callable[[], float]
 
 
+class VideoTooManyFramesError(VideoTooLongError):
+    """More frames than MAX_VIDEO_DECODED_FRAMES: a very high frame rate, or a header that
+    understates the count.  Every frame is decoded and re-encoded, so this bounds the work."""
+
+
 class FrameClassifier(Protocol):
     """What video mode needs of :class:`shared.runtime.Classifier`."""
 
@@ -191,6 +196,29 @@ def check_video_duration(info: VideoInfo, limits: VideoLimits, name: str) -> Non
             "cut it into shorter clips or raise MAX_VIDEO_SECONDS.", key=name, duration_s=round(info.duration_s, 3))
 
 
+def _too_many_pixels(name: str, width: int, height: int, max_pixels: int, *, where: str = "") -> VideoTooLargeError:
+    return VideoTooLargeError(
+        f"{_name(name)} has {width}x{height} = {width * height:,}-pixel frames{where}, over the {max_pixels:,}-pixel "
+        "limit; scale it down (for example `ffmpeg -i in -vf scale=1920:-2 out.mp4`) or raise MAX_VIDEO_PIXELS.",
+        key=name, width=width, height=height)
+
+
+def check_video_info(info: VideoInfo, limits: VideoLimits, name: str) -> None:
+    """Refuse, before decoding a frame, a clip whose header declares more than the limits allow:
+    frames over ``max_pixels`` (memory), a duration over ``max_duration_s`` or more frames than
+    ``decoded_frames_limit`` (time: every frame is decoded, converted and re-encoded)."""
+    if info.width * info.height > limits.max_pixels:
+        raise _too_many_pixels(name, info.width, info.height, limits.max_pixels)
+    check_video_duration(info, limits, name)
+    frames, limit = info.expected_frames, limits.decoded_frames_limit
+    if frames is not None and frames > limit:
+        rate = "" if info.frames_declared or info.fps is None else \
+            f" ({info.duration_s:.1f} s at {float(info.fps):g} fps)"
+        raise VideoTooManyFramesError(
+            f"{_name(name)} has {frames:,} frames{rate}, over the {limit:,}-frame limit; cut it into shorter "
+            "clips, lower its frame rate or raise MAX_VIDEO_DECODED_FRAMES.", key=name, frames=frames)
+
+
 @dataclasses.dataclass
 class DecodedFrame:
     """One frame of the clip; ``source`` is what ``convert`` turns into RGB (an av.VideoFrame)."""
@@ -200,6 +228,7 @@ class DecodedFrame:
     source: Any
     convert: Callable[[Any], Image.Image]
     _image: Image.Image | None = None
+    nbytes: int = 0  # what it holds while it waits to be annotated, at most (see frame_bytes)
 
     def image(self) -> Image.Image:
         """The RGB frame at source size, converted once (the decoded source is let go then)."""
@@ -227,9 +256,11 @@ class FrameReader:
     Afterwards ``decoded``, ``bad_packets`` and :meth:`partial` tell how far it got.
     """
 
-    def __init__(self, container: Any, stream: Any, info: VideoInfo, *, max_duration_s: float, name: str) -> None:
+    def __init__(self, container: Any, stream: Any, info: VideoInfo, *, max_duration_s: float, name: str,
+                 max_frames: int | None = None, max_pixels: int | None = None) -> None:
         self._container, self._stream, self._info = container, stream, info
         self._max_duration_s, self._name = max_duration_s, name
+        self._max_frames, self._max_pixels = max_frames, max_pixels
         self._origin: int | None = stream.start_time
         self._convert = rgb_converter()
         self.decoded = 0
@@ -259,7 +290,17 @@ class FrameReader:
             self.error, self.gave_up = exc.strerror or str(exc), True
 
     def _wrap(self, frame: Any) -> DecodedFrame:
-        item = DecodedFrame(self.decoded, self._time_of(frame), frame, self._convert)
+        # The header was checked before decoding; these catch a header that lied.
+        if self._max_frames is not None and self.decoded >= self._max_frames:
+            raise VideoTooManyFramesError(
+                f"{_name(self._name)} holds more than {self._max_frames:,} frames, the decoded-frame limit; cut "
+                "it into shorter clips, lower its frame rate or raise MAX_VIDEO_DECODED_FRAMES.", key=self._name,
+                frames_decoded=self.decoded)
+        if self._max_pixels is not None and frame.width * frame.height > self._max_pixels:
+            raise _too_many_pixels(self._name, frame.width, frame.height, self._max_pixels,
+                                   where=f" from frame {self.decoded}")
+        item = DecodedFrame(self.decoded, self._time_of(frame), frame, self._convert,
+                            nbytes=frame_bytes(frame.width, frame.height))
         if item.time_s > self._max_duration_s:  # the header under-declared the duration
             raise VideoTooLongError(
                 f"{_name(self._name)} runs past {self._max_duration_s:g} s, the duration limit; cut it into "
@@ -390,9 +431,11 @@ class Pipeline:
     the prediction it should show (the latest sampled one) is known."""
 
     def __init__(self, classifier: FrameClassifier, sampler: Sampler, timer: Timer, *, writer: Any = None,
-                 batch_size: int = BATCH_SIZE, max_pending: int = MAX_PENDING_FRAMES) -> None:
+                 batch_size: int = BATCH_SIZE, max_pending: int = MAX_PENDING_FRAMES,
+                 max_pending_bytes: int = PENDING_BYTES) -> None:
         self.classifier, self.sampler, self.timer, self.writer = classifier, sampler, timer, writer
-        self.batch_size, self.max_pending = batch_size, max_pending
+        self.batch_size, self.max_pending, self.max_pending_bytes = batch_size, max_pending, max_pending_bytes
+        self._pending_bytes = 0  # by the frames' real sizes: a header can understate them
         self.positive = classifier.manifest.positive_class
         self.records: list[dict[str, Any]] = []
         self.imagenet_sums: dict[str, float] = defaultdict(float)
@@ -407,7 +450,9 @@ class Pipeline:
                                     fit_to_input(item.image(), self.classifier.input_size)))
         if self.writer is not None:
             self._pending.append(item)
-        if len(self._batch) >= self.batch_size or len(self._pending) >= self.max_pending:
+            self._pending_bytes += item.nbytes
+        if len(self._batch) >= self.batch_size or len(self._pending) >= self.max_pending \
+                or self._pending_bytes >= self.max_pending_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -437,11 +482,16 @@ class Pipeline:
                 self.writer.write(item.image(), label=record["label"],
                                   probability=record["probability"], bar_value=bar)
         self._pending.clear()
+        self._pending_bytes = 0
+
+
+def frame_bytes(width: int, height: int) -> int:
+    """A waiting frame's memory: yuv420p as decoded plus its RGB copy."""
+    return max(1, width * height * 9 // 2)
 
 
 def max_pending_frames(info: VideoInfo) -> int:
-    frame_bytes = max(1, info.width * info.height * 9 // 2)  # yuv420p as decoded plus its RGB copy
-    return max(1, min(MAX_PENDING_FRAMES, PENDING_BYTES // frame_bytes))
+    return max(1, min(MAX_PENDING_FRAMES, PENDING_BYTES // frame_bytes(info.width, info.height)))
 
 
 def run_frames(frames: Iterable[DecodedFrame], pipeline: Pipeline, timer: Timer) -> None:
@@ -533,9 +583,10 @@ def process_video(path_in: Path, classifier: FrameClassifier, *, out_path: Path 
     check_video_size(size, limits, name)
     timer = Timer(clock)
     with open_video(path_in, name, size) as (container, stream, info):
-        check_video_duration(info, limits, name)
+        check_video_info(info, limits, name)
         plan = plan_sampling(info, limits)
-        reader = FrameReader(container, stream, info, max_duration_s=limits.max_duration_s, name=name)
+        reader = FrameReader(container, stream, info, max_duration_s=limits.max_duration_s, name=name,
+                             max_frames=limits.decoded_frames_limit, max_pixels=limits.max_pixels)
         writer = _writer(out_path, info, classifier.manifest)
         pipeline = Pipeline(classifier, Sampler(plan), timer, writer=writer, batch_size=batch_size,
                             max_pending=max_pending_frames(info))

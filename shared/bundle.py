@@ -7,9 +7,11 @@ manifest's own sha256, so a tampered manifest is caught as well.  No pickle anyw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import (
+    AccessDeniedError,
     BundleIncompatibleError,
     BundleIntegrityError,
     BundleNotFoundError,
@@ -28,6 +31,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 REQUIRED_FILES = ("backbone.onnx", "head.onnx")
+_ABSENT = (ObjectNotFoundError, AccessDeniedError)
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -44,7 +48,18 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def dump_json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    """Strict JSON (NaN and infinities become null), so jq and browsers can read it."""
+    return (json.dumps(_finite(obj), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +178,11 @@ def verify_dir(bundle_dir: Path, *, manifest_sha256: str | None = None) -> Manif
 def upload_bundle(store: ObjectStore, bundle_dir: Path, model_prefix: str, version: str) -> str:
     """Upload every file, manifest last, then read each back and compare checksums."""
     prefix = f"{model_prefix}{version}/"
+    if next(iter(store.list(prefix)), None) is not None:
+        # Never overwrite a bundle: a promoted one would then fail its own checksums.
+        raise BundleIntegrityError(f"s3://{store.bucket}/{prefix} already holds a bundle; versions are never "
+                                   "overwritten. Run training again for a new version.", bucket=store.bucket,
+                                   key=prefix)
     names = sorted(p.name for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST) + [MANIFEST]
     for name in names:
         store.put(prefix + name, (bundle_dir / name).read_bytes(), content_type=_content_type(name))
@@ -189,10 +209,11 @@ def resolve_version(store: ObjectStore, model_prefix: str, pinned: str | None) -
     key = f"{model_prefix}{LATEST}"
     try:
         latest = store.get_json(key)
-    except ObjectNotFoundError:
+    except _ABSENT:  # without s3:ListBucket, S3 reports a missing key as 403
         raise BundleNotFoundError(
-            f"s3://{store.bucket}/{key} does not exist: no model has been promoted yet. Run "
-            "`python -m training.fit` first, or pin one with MODEL_VERSION.", bucket=store.bucket, key=key) from None
+            f"s3://{store.bucket}/{key} does not exist (or this role may not read it): no model has been "
+            "promoted yet. Run `python -m training.fit` first, or pin one with MODEL_VERSION.",
+            bucket=store.bucket, key=key) from None
     except ValueError:
         raise BundleIntegrityError(f"s3://{store.bucket}/{key} is not valid JSON; promote a model again.",
                                    bucket=store.bucket, key=key) from None
@@ -218,9 +239,10 @@ def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir:
     prefix = f"{model_prefix}{version}/"
     try:
         manifest_bytes = store.get(prefix + MANIFEST).body
-    except ObjectNotFoundError:
-        raise BundleNotFoundError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not exist; check MODEL_VERSION "
-                                  f"or {LATEST}.", bucket=store.bucket, key=prefix + MANIFEST) from None
+    except _ABSENT:
+        raise BundleNotFoundError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not exist (or this role may not "
+                                  f"read it); check MODEL_VERSION or {LATEST}.", bucket=store.bucket,
+                                  key=prefix + MANIFEST) from None
     if manifest_sha256 is not None and sha256_bytes(manifest_bytes) != manifest_sha256:
         raise BundleIntegrityError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not match the checksum in "
                                    f"{LATEST}; the bundle was altered. Retrain or restore it.",
@@ -230,16 +252,30 @@ def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir:
         path = target / name
         if path.is_file() and sha256_file(path) == meta["sha256"]:
             continue
-        _atomic_write(path, store.get(prefix + name).body)
+        _atomic_write(path, _bundle_file(store, prefix + name))
     _atomic_write(target / MANIFEST, manifest_bytes)
     return target, verify_dir(target, manifest_sha256=manifest_sha256)
 
 
+def _bundle_file(store: ObjectStore, key: str) -> bytes:
+    try:
+        return store.get(key).body
+    except _ABSENT:
+        raise BundleIntegrityError(f"s3://{store.bucket}/{key} is listed in the bundle's manifest but cannot be "
+                                   "read; the bundle is incomplete. Retrain or restore it.",
+                                   bucket=store.bucket, key=key) from None
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _content_type(name: str) -> str:

@@ -85,13 +85,35 @@ class VideoLimits:
     max_duration_s: float = 600.0
     max_frames: int = 1500
     sample_fps: float | None = None
+    # Pixels a frame, checked before the first frame is decoded.  3840x2160 (4K UHD) is the
+    # largest CCTV cameras commonly record; a 4K clip peaks near 850 MiB resident (a frame is
+    # 12 MB decoded plus 25 MB as RGB, times the frames queued for annotation, plus x264's
+    # reference frames), inside the function's 2 GB.  8K would be four times that.
+    max_pixels: int = 3840 * 2160
+    # Frames decoded (and re-encoded) per clip: what bounds the work, as max_frames only
+    # bounds what is classified.  None: max_duration_s at 60 fps (DECODED_FPS), the fastest
+    # common CCTV rate; 7,200 under the deployed MAX_VIDEO_SECONDS=120.  This stops a
+    # 240 fps clip or a header that understates the frame count, not a slow clip: at
+    # 1080p one vCPU decodes, annotates and encodes ~16 frames/s, 4K ~2.4 frames/s.
+    max_decoded_frames: int | None = None
+
+    DECODED_FPS = 60  # not a field (no annotation)
 
     def __post_init__(self) -> None:
         for field, setting in (("max_bytes", "MAX_VIDEO_BYTES"), ("max_duration_s", "MAX_VIDEO_SECONDS"),
-                               ("max_frames", "MAX_VIDEO_FRAMES"), ("sample_fps", "VIDEO_SAMPLE_FPS")):
+                               ("max_frames", "MAX_VIDEO_FRAMES"), ("sample_fps", "VIDEO_SAMPLE_FPS"),
+                               ("max_pixels", "MAX_VIDEO_PIXELS"),
+                               ("max_decoded_frames", "MAX_VIDEO_DECODED_FRAMES")):
             value = getattr(self, field)
             if value is not None and not value > 0:
                 raise ConfigError(f"Set {setting} to a positive number; it is {value}.", setting=setting)
+
+    @property
+    def decoded_frames_limit(self) -> int:
+        """``max_decoded_frames``, or ``max_duration_s`` at ``DECODED_FPS`` when that is unset."""
+        if self.max_decoded_frames is not None:
+            return self.max_decoded_frames
+        return max(1, round(self.max_duration_s * self.DECODED_FPS))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VideoLimits:
@@ -99,7 +121,9 @@ class VideoLimits:
         return cls(max_bytes=_number(env, "MAX_VIDEO_BYTES", default.max_bytes, int),
                    max_duration_s=_number(env, "MAX_VIDEO_SECONDS", default.max_duration_s, float),
                    max_frames=_number(env, "MAX_VIDEO_FRAMES", default.max_frames, int),
-                   sample_fps=_number(env, "VIDEO_SAMPLE_FPS", None, float))
+                   sample_fps=_number(env, "VIDEO_SAMPLE_FPS", None, float),
+                   max_pixels=_number(env, "MAX_VIDEO_PIXELS", default.max_pixels, int),
+                   max_decoded_frames=_number(env, "MAX_VIDEO_DECODED_FRAMES", None, int))
 
 
 @dataclasses.dataclass(frozen=True)

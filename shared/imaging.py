@@ -52,9 +52,11 @@ def fit_to_input(img: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """RGB uint8 ``(height, width, 3)`` at ``size`` = (width, height): squashed, never cropped.
 
     The last step of :func:`decode_image`, and what video mode does to each sampled frame
-    of a clip, so a frame of a clip and the same frame sent as a still reach the model
-    identically.  An image that is not RGB yet is converted with Pillow's plain
-    ``convert("RGB")`` (``decode_image`` has already handled 16-bit and alpha modes).
+    of a clip: one resize filter for both.  They are not bit-identical for a JPEG still,
+    whose DCT draft downscale happens before this step (up to 16 grey levels apart on a
+    1080p frame, 0.5 on average); clip frames arrive decoded at full size.  An image that
+    is not RGB yet is converted with Pillow's plain ``convert("RGB")`` (``decode_image``
+    has already handled 16-bit and alpha modes).
     """
     if img.mode != "RGB":
         img = img.convert("RGB")

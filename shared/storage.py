@@ -17,6 +17,7 @@ from shared.config import S3Settings
 from shared.errors import (
     AccessDeniedError,
     BucketNotFoundError,
+    ConfigError,
     CredentialsError,
     ImageTooLargeError,
     ObjectNotFoundError,
@@ -45,7 +46,12 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         # Path-style works for moto, MinIO and Yandex alike; AWS accepts it too.
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
-    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config)
+    try:
+        return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config)
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..." for a URL without a scheme
+        raise ConfigError(f"The S3 endpoint URL {settings.endpoint_url!r} is not valid ({exc}); give a full URL "
+                          "such as https://storage.yandexcloud.net or http://127.0.0.1:9000.",
+                          endpoint_url=settings.endpoint_url) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +78,10 @@ def translate(exc: BaseException, *, bucket: str, key: str | None = None) -> Sto
         return CredentialsError(
             f"No AWS credentials were found for {where}; set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and try again.", bucket=bucket, key=key)
-    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionClosedError, bce.ReadTimeoutError,
-                        bce.ConnectTimeoutError, bce.IncompleteReadError, bce.ResponseStreamingError)):
+    # ConnectionError covers endpoint, proxy, SSL and connect-timeout faults; HTTPClientError
+    # covers resets, closed connections and read timeouts. None of them says the input is bad.
+    if isinstance(exc, (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError,
+                        bce.ResponseStreamingError)):
         return TransientStorageError(
             f"Could not reach the object store for {where} ({exc}); check the endpoint URL and "
             "network, then retry.", bucket=bucket, key=key)

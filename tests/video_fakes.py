@@ -97,6 +97,13 @@ def write_long_clip(path: Path, frames: int, *, size: tuple[int, int] = (320, 24
     return write_frames(path, (scene("bus" if i < half else "car", i, size) for i in range(frames)), fps=fps)
 
 
+def flat_clip(path: Path, size: tuple[int, int], frames: int = 1,
+              colour: tuple[int, int, int] = (90, 100, 130)) -> Path:
+    """Frames of one flat colour: the cheapest clip of a large frame size (4096x2304 is a few KB)."""
+    img = Image.new("RGB", size, colour)
+    return write_frames(path, [img] * frames)
+
+
 # -- broken inputs ------------------------------------------------------------------------
 
 

@@ -117,11 +117,28 @@ def _check_labels(bucket: str, prefix: str, classes: tuple[str, ...], wanted: se
 
 
 def check_folds(dataset: Dataset, folds: int, *, grouped: bool = False) -> None:
-    if grouped and (n_groups := len({item.group for item in dataset.items})) < folds:
-        raise DatasetError(f"--group-by found {n_groups} groups, fewer than the {folds} folds; use a broader "
-                           "pattern or lower --folds.", bucket=dataset.bucket, prefix=dataset.prefix)
+    if grouped:
+        _check_groups(dataset, folds)
     small = {label: n for label, n in dataset.counts.items() if n < folds}
     if small:
         detail = ", ".join(f"{label} has {n}" for label, n in sorted(small.items()))
         raise DatasetError(f"Each class needs at least {folds} images for {folds}-fold cross-validation, but "
                            f"{detail}; add images or lower --folds.", bucket=dataset.bucket, prefix=dataset.prefix)
+
+
+def _check_groups(dataset: Dataset, folds: int) -> None:
+    """Grouped folds need every class spread over at least ``folds`` groups.
+
+    Otherwise some fold holds all of a class (say, the one camera that sees buses) and
+    its model never learns that class, so the CV figures would be meaningless.
+    """
+    groups: dict[str, set[str]] = collections.defaultdict(set)
+    for item in dataset.items:
+        groups[item.label].add(item.group)
+    thin = {label: len(g) for label, g in groups.items() if len(g) < folds}
+    if thin:
+        detail = ", ".join(f"{label} is in {n}" for label, n in sorted(thin.items()))
+        raise DatasetError(f"--group-by puts each class in too few groups for {folds} folds ({detail}); every class "
+                           "needs frames from at least as many groups (cameras, sequences) as folds. Use a "
+                           "broader pattern, lower --folds, or add data.", bucket=dataset.bucket,
+                           prefix=dataset.prefix)

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from shared import bundle
 from shared.backbones import BackboneSpec, get_backbone
-from shared.errors import CCTVError, DatasetError
+from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.storage import ObjectStore, make_client
 from training import export, report as report_mod
@@ -62,6 +63,7 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     """The whole training job; returns the report and where the bundle went."""
     spec = get_backbone(config.backbone)
     choice = resolve_weights(spec, config.weights, home=keras_home(env), seed=config.seed)
+    check_out_dir(config.out)
     store.check_bucket()
     dataset = list_dataset(store, config.prefix, labels=config.labels, group_by=config.group_by)
     check_folds(dataset, config.folds, grouped=bool(config.group_by))
@@ -171,11 +173,12 @@ def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: Wei
           class_index: Path, clock: Clock) -> dict[str, Any]:
     X, y, items = data
     with tempfile.TemporaryDirectory(prefix="cctv-bundle-") as tmp:
-        out = config.out if config.out is not None else Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
+        out = Path(tmp)  # always a fresh folder: nothing stale can slip into the bundle
         exported = _export(config, store, spec, model, final, X, items, out, class_index)
         report_mod.write(rep, out, y, cv.oof_probs)
         manifest, manifest_sha = bundle.write_manifest(out, _manifest(rep, spec, choice, exported, clock))
+        if config.out is not None:
+            _copy_out(out, config.out)
         prefix = bundle.upload_bundle(store, out, config.model_prefix, rep["version"])
         latest = None
         if config.promote:
@@ -185,6 +188,27 @@ def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: Wei
                + (f"; promoted in s3://{store.bucket}/{latest}." if latest else "; not promoted (--no-promote)."))
     return {"version": rep["version"], "s3_prefix": where, "manifest": manifest.raw, "report": rep,
             "summary": summary, "promoted": latest is not None}
+
+
+def check_out_dir(out: Path | None) -> None:
+    """Refuse a non-empty --out that is not an earlier bundle, before any work is done."""
+    if out is None or not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the local copy of the bundle.")
+    if any(out.iterdir()) and not (out / bundle.MANIFEST).is_file():
+        raise ConfigError(f"--out {out} is not empty and holds no bundle; give an empty or new folder, or an "
+                          "earlier bundle folder to replace.")
+
+
+def _copy_out(src: Path, out: Path) -> None:
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src, out)
+    except OSError as exc:
+        raise ConfigError(f"Could not write the bundle to --out {out} ({exc.strerror or exc}); choose a writable "
+                          "folder. Nothing was uploaded or promoted.") from None
 
 
 def _export(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: Any, final: Any, X: np.ndarray,

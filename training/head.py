@@ -81,7 +81,8 @@ def cross_validate(X: np.ndarray, y: np.ndarray, *, n_classes: int, positive: in
     for i, (train, test) in enumerate(splitter(y, groups, folds, seed)):
         params = {**default_params(len(train), X.shape[1], seed), **(overrides or {})}
         model = make_model(params).fit(X[train], y[train])
-        oof[test] = model.predict_proba(X[test])
+        # Columns follow this fold's classes_, which can lack a class; place them by label.
+        oof[np.ix_(test, model.classes_)] = model.predict_proba(X[test])
         fold_of[test] = i
         per_fold.append({"fold": i, **fold_metrics(y[test], oof[test], positive=positive)})
     threshold = None

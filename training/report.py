@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from shared.bundle import dump_json
+
 COLUMNS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
 
@@ -57,7 +59,8 @@ def _matrix(classes: list[str], matrix: list[list[int]]) -> str:
 
 
 def write(report: dict[str, Any], out_dir: Path, y: np.ndarray, oof_probs: np.ndarray) -> None:
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=_json_default) + "\n")
+    plain = json.loads(json.dumps(report, default=_json_default))
+    (out_dir / "report.json").write_bytes(dump_json(plain))  # strict JSON: NaN becomes null
     (out_dir / "report.md").write_text(markdown(report))
     _plot_confusion(report["classes"], report["cv"]["oof"]["confusion_matrix"], out_dir / "confusion_matrix.png")
     if report.get("positive_class") is not None:

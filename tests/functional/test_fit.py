@@ -188,6 +188,12 @@ def test_user_errors_are_one_line(moto_server, store: ObjectStore, tmp_path: Pat
     _one_line_error(proc, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     assert str(empty_home / "models") in proc.stderr and "--weights" in proc.stderr and "random" in proc.stderr
     _one_line_error(_cli(*ep), "--bucket")
+    _one_line_error(_cli("--bucket", store.bucket, "--endpoint-url", "localhost:9", "--weights", "random"),
+                    "not valid")
+    cluttered = tmp_path / "cluttered"
+    cluttered.mkdir()
+    (cluttered / "holiday.jpg").write_bytes(b"x")
+    _one_line_error(_cli("--bucket", store.bucket, *ep, "--out", str(cluttered)), "not empty")
 
 
 def test_missing_credentials_is_one_line(moto_server, store: ObjectStore, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,7 @@ from functions.video import (
     VideoLimits,
     VideoTooLargeError,
     VideoTooLongError,
+    VideoTooManyFramesError,
     main,
     open_video,
     process_video,
@@ -229,6 +230,68 @@ def test_too_long_and_too_large(tiny: Classifier, switch_mp4: Path, tmp_path: Pa
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(tiny: Classifier, clips: Path,
+                                                                tmp_path: Path) -> None:
+    # Just over the 3840x2160 default: the real header is read, no frame is decoded.
+    clip = vf.flat_clip(clips / "dci.mp4", (4096, 2304))
+    out = tmp_path / "annotated.mp4"
+    with pytest.raises(VideoTooLargeError) as caught:
+        process_video(clip, tiny, out_path=out, name="incoming/cam1/dci.mp4")
+    message = str(caught.value)
+    assert message.startswith("'incoming/cam1/dci.mp4' has 4096x2304 = 9,437,184-pixel frames, over the "
+                              "8,294,400-pixel limit; scale it down")
+    assert "MAX_VIDEO_PIXELS" in message
+    assert_sentence(message)
+    assert caught.value.context == {"key": "incoming/cam1/dci.mp4", "width": 4096, "height": 2304}
+    assert not out.exists()
+
+
+def test_pixel_limit_on_a_small_clip(tiny: Classifier, switch_mp4: Path, tmp_path: Path) -> None:
+    with pytest.raises(VideoTooLargeError, match=r"has 160x120 = 19,200-pixel frames, over the 1,000-pixel limit.*"
+                                                 r"MAX_VIDEO_PIXELS"):
+        process_video(switch_mp4, tiny, limits=VideoLimits(max_pixels=1000), out_path=tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()
+    result = process_video(switch_mp4, tiny, limits=VideoLimits(max_pixels=160 * 120))
+    assert result["video"]["frames_decoded"] == 40
+
+
+@pytest.mark.parametrize(("suffix", "declared"), [(".mp4", "has 40 frames, over"),
+                                                  (".mkv", r"has 40 frames \(4\.0 s at 10 fps\), over")])
+def test_too_many_frames_are_refused_before_decoding(tiny: Classifier, clips: Path, tmp_path: Path, suffix: str,
+                                                     declared: str) -> None:
+    # MP4 declares its frame count; MKV only a duration, so the count is duration x fps.
+    clip = vf.write_clip(clips / f"forty{suffix}", vf.labels_switching())
+    with pytest.raises(VideoTooManyFramesError,
+                       match=rf"{declared} the 10-frame limit; .*raise MAX_VIDEO_DECODED_FRAMES\.$") as caught:
+        process_video(clip, tiny, limits=VideoLimits(max_decoded_frames=10), out_path=tmp_path / "x.mp4")
+    assert caught.value.context["frames"] == 40 and caught.value.to_dict()["type"] == "VideoTooManyFramesError"
+    assert not (tmp_path / "x.mp4").exists()
+    assert process_video(clip, tiny, limits=VideoLimits(max_decoded_frames=40))["video"]["frames_decoded"] == 40
+
+
+def test_a_header_that_understates_the_frame_count_is_caught_while_decoding(switch_mp4: Path) -> None:
+    # Stands in for a clip whose header declares fewer frames than it holds.
+    with open_video(switch_mp4, "clip.mp4", switch_mp4.stat().st_size) as (container, stream, info):
+        assert info.frames_declared == 40
+        reader = FrameReader(container, stream, info, max_duration_s=600.0, name="clip.mp4", max_frames=10)
+        with pytest.raises(VideoTooManyFramesError, match=r"'clip\.mp4' holds more than 10 frames, the "
+                                                          r"decoded-frame limit;.*MAX_VIDEO_DECODED_FRAMES\.$"):
+            for _ in reader:
+                pass
+    assert reader.decoded == 10
+
+
+def test_a_header_that_understates_the_frame_size_is_caught_while_decoding(switch_mp4: Path) -> None:
+    with open_video(switch_mp4, "clip.mp4", switch_mp4.stat().st_size) as (container, stream, info):
+        reader = FrameReader(container, stream, info, max_duration_s=600.0, name="clip.mp4", max_pixels=1000)
+        with pytest.raises(VideoTooLargeError, match=r"has 160x120 = 19,200-pixel frames from frame 0, over the "
+                                                     r"1,000-pixel limit.*MAX_VIDEO_PIXELS"):
+            next(iter(reader))
+        frames = list(FrameReader(container, stream, info, max_duration_s=600.0, name="clip.mp4",
+                                  max_pixels=160 * 120))
+    assert [f.nbytes for f in frames[:2]] == [160 * 120 * 9 // 2] * 2
+
+
 class FailingClassifier:
     """Fails on its third batch, after the annotated clip has been started."""
 
@@ -403,6 +466,9 @@ def test_cli_max_frames_and_env_limits(bundle_dir: Path, switch_mp4: Path, tmp_p
     assert code == 0 and json.loads(result_json.read_text())["video"]["frames_sampled"] == 4
     code, _, stderr = run_cli([str(switch_mp4), "--bundle", str(bundle_dir)], env={"MAX_VIDEO_SECONDS": "1"})
     assert code == 2 and "MAX_VIDEO_SECONDS" in stderr
+    for setting in ("MAX_VIDEO_PIXELS", "MAX_VIDEO_DECODED_FRAMES"):
+        code, _, stderr = run_cli([str(switch_mp4), "--bundle", str(bundle_dir)], env={setting: "10"})
+        assert code == 2 and setting in stderr and stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("spec", ["s3://{bucket}/models/", "s3://{bucket}/models/tiny-v1"])

@@ -436,3 +436,31 @@ def test_a_manifest_in_s3_cannot_write_outside_the_cache(store: CountingStore, u
         fetch_bundle(store, MODEL_PREFIX, VERSION, cache)
     assert not (tmp_path / "deep" / "escaped.bin").exists()
     assert not list(tmp_path.rglob("escaped.bin"))
+
+
+def test_dump_json_is_strict_and_turns_nan_into_null() -> None:
+    import json as _json
+
+    from shared.bundle import dump_json
+
+    data = dump_json({"auc": float("nan"), "folds": [1.0, float("inf")], "ok": 0.5})
+    assert _json.loads(data) == {"auc": None, "folds": [1.0, None], "ok": 0.5}
+    assert b"NaN" not in data and b"Infinity" not in data
+
+
+def test_upload_refuses_to_overwrite_an_existing_version(tmp_path: Path) -> None:
+    from shared.bundle import upload_bundle
+    from shared.errors import BundleIntegrityError
+    from tests.memory_store import MemoryStore
+
+    bundle_dir = tmp_path / "b"
+    bundle_dir.mkdir()
+    (bundle_dir / "backbone.onnx").write_bytes(b"x")
+    (bundle_dir / "head.onnx").write_bytes(b"y")
+    write_manifest(bundle_dir, {"version": "v1", "classes": ["a", "b"], "backbone": {"name": "t"}})
+    store = MemoryStore()
+    upload_bundle(store, bundle_dir, "models/", "v1")
+    before = dict(store.objects)
+    with pytest.raises(BundleIntegrityError, match="never overwritten"):
+        upload_bundle(store, bundle_dir, "models/", "v1")
+    assert store.objects == before

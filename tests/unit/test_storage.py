@@ -360,3 +360,21 @@ def test_put_file_uploads_from_disk_with_type_and_metadata(store: ObjectStore, t
     assert head["ContentType"] == "video/mp4" and head["Metadata"] == {"source-etag": "abc"}
     assert head["ETag"].strip('"') == etag
     assert store.get("results/clip.mp4.annotated.mp4").body == path.read_bytes()
+
+
+@pytest.mark.parametrize("exc", [
+    bce.HTTPClientError(error="Connection reset by peer"),
+    bce.SSLError(endpoint_url="https://s3.example", error="EOF"),
+    bce.ProxyConnectionError(proxy_url="http://proxy", error="refused"),
+])
+def test_network_faults_mid_request_are_transient(exc: Exception) -> None:
+    # Reported as bad input, such a fault would write an error result and lose the frame.
+    err = translate(exc, bucket="b", key="incoming/x.jpg")
+    assert isinstance(err, TransientStorageError) and err.retryable
+
+
+def test_invalid_endpoint_is_a_config_error() -> None:
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not valid"):
+        make_client(S3Settings("localhost:9", "us-east-1"))

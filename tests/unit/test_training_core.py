@@ -209,3 +209,25 @@ def test_feature_cache_round_trip_and_namespacing() -> None:
     changed = list_dataset(store, "train/").items
     hits, misses = fresh.lookup(changed)
     assert [m.key for m in misses] == [items[0].key]
+
+
+def test_group_by_needs_every_class_in_enough_groups() -> None:
+    store = MemoryStore()
+    for label, name, data in generate(("bus", "car"), 8, seed=1, size=(32, 24)):
+        # every bus frame comes from one camera: no fold could train on buses
+        camera = "camA" if label == "bus" else name.split("_")[0]
+        store.put(f"train/{label}/{camera}_{name}", data)
+    ds = list_dataset(store, "train/", group_by=r"^[a-z]+/(cam\w)_")
+    with pytest.raises(DatasetError, match="bus is in 1"):
+        check_folds(ds, 3, grouped=True)
+
+
+def test_cv_places_probabilities_by_label_when_a_fold_lacks_a_class() -> None:
+    X, y = _separable(90)
+    y = y.copy()
+    y[:6] = 2  # a rare third class, all in one group
+    groups = np.array(["rare" if i < 6 else f"g{i % 5}" for i in range(90)])
+    cv = cross_validate(X, y, n_classes=3, positive=None, folds=3, seed=0, groups=groups)
+    rare_rows = cv.oof_probs[:6]
+    assert rare_rows.shape == (6, 3) and np.allclose(cv.oof_probs.sum(axis=1), 1)
+    assert np.all(rare_rows[:, 2] == 0)  # its fold's model never saw class 2: probability 0, not misplaced

@@ -29,6 +29,9 @@ from functions.video import (
     VideoInfo,
     VideoLimits,
     VideoTooLargeError,
+    VideoTooLongError,
+    VideoTooManyFramesError,
+    check_video_info,
     check_video_size,
     fit_to_input,
     is_video_key,
@@ -77,10 +80,22 @@ def test_not_video_keys(key: str) -> None:
 
 def test_limits_from_env() -> None:
     limits = VideoLimits.from_env({"MAX_VIDEO_BYTES": "1000", "MAX_VIDEO_SECONDS": "2.5", "MAX_VIDEO_FRAMES": "9",
-                                   "VIDEO_SAMPLE_FPS": "0.5"})
-    assert limits == VideoLimits(max_bytes=1000, max_duration_s=2.5, max_frames=9, sample_fps=0.5)
+                                   "VIDEO_SAMPLE_FPS": "0.5", "MAX_VIDEO_PIXELS": "64000",
+                                   "MAX_VIDEO_DECODED_FRAMES": "500"})
+    assert limits == VideoLimits(max_bytes=1000, max_duration_s=2.5, max_frames=9, sample_fps=0.5, max_pixels=64000,
+                                 max_decoded_frames=500)
+    assert limits.decoded_frames_limit == 500
     assert VideoLimits.from_env({}) == VideoLimits()
     assert VideoLimits().sample_fps is None  # every frame by default
+
+
+def test_pixel_and_decoded_frame_defaults() -> None:
+    assert VideoLimits().max_pixels == 3840 * 2160 == 8_294_400
+    # Unset, the decoded-frame limit is the duration limit at 60 fps: 7,200 as deployed (120 s).
+    assert VideoLimits(max_duration_s=120).decoded_frames_limit == 7_200
+    assert VideoLimits().decoded_frames_limit == 36_000 and VideoLimits().max_decoded_frames is None
+    assert VideoLimits(max_duration_s=0.001).decoded_frames_limit == 1
+    assert VideoLimits(max_duration_s=120, max_decoded_frames=50).decoded_frames_limit == 50
 
 
 @pytest.mark.parametrize(("env", "setting", "words"), [
@@ -88,6 +103,10 @@ def test_limits_from_env() -> None:
     ({"VIDEO_SAMPLE_FPS": "fast"}, "VIDEO_SAMPLE_FPS", "a number"),
     ({"MAX_VIDEO_SECONDS": "0"}, "MAX_VIDEO_SECONDS", "positive"),
     ({"MAX_VIDEO_BYTES": "-5"}, "MAX_VIDEO_BYTES", "positive"),
+    ({"MAX_VIDEO_PIXELS": "0"}, "MAX_VIDEO_PIXELS", "positive"),
+    ({"MAX_VIDEO_PIXELS": "4K"}, "MAX_VIDEO_PIXELS", "whole number"),
+    ({"MAX_VIDEO_DECODED_FRAMES": "-1"}, "MAX_VIDEO_DECODED_FRAMES", "positive"),
+    ({"MAX_VIDEO_DECODED_FRAMES": "7.5"}, "MAX_VIDEO_DECODED_FRAMES", "whole number"),
 ])
 def test_bad_limits_name_the_setting(env: dict[str, str], setting: str, words: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -107,6 +126,61 @@ def test_size_check_before_download() -> None:
 def test_video_errors_are_bad_input() -> None:
     assert issubclass(InvalidVideoError, CCTVError)
     assert not InvalidVideoError.retryable and InvalidVideoError.exit_code == 2
+    assert issubclass(VideoTooManyFramesError, VideoTooLongError)
+
+
+def test_too_many_frames_settles_the_clip() -> None:
+    from functions.service import is_final  # the result is final: a redelivery is not processed again
+
+    assert is_final({"status": "error", "error": {"type": "VideoTooManyFramesError"}})
+
+
+@pytest.mark.parametrize(("width", "height"), [(8192, 8192), (4096, 2160), (3841, 2160)])
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(width: int, height: int) -> None:
+    with pytest.raises(VideoTooLargeError) as caught:
+        check_video_info(info(width=width, height=height), VideoLimits(), "incoming/cam1/clip.mp4")
+    message = str(caught.value)
+    assert f"'incoming/cam1/clip.mp4' has {width}x{height} = {width * height:,}-pixel frames" in message
+    assert "over the 8,294,400-pixel limit" in message and message.endswith("raise MAX_VIDEO_PIXELS.")
+    assert caught.value.context == {"key": "incoming/cam1/clip.mp4", "width": width, "height": height}
+
+
+def test_4k_and_smaller_frames_pass() -> None:
+    check_video_info(info(width=3840, height=2160), VideoLimits(), "clip.mp4")
+    check_video_info(info(width=64, height=48), VideoLimits(max_pixels=64 * 48), "clip.mp4")
+    with pytest.raises(VideoTooLargeError, match="64x48 = 3,072-pixel frames, over the 1,000-pixel limit"):
+        check_video_info(info(width=64, height=48), VideoLimits(max_pixels=1000), "clip.mp4")
+
+
+def test_too_many_declared_frames_are_refused_before_decoding() -> None:
+    # 120 s at 240 fps passes the duration limit, but is 28,800 frames to decode and re-encode.
+    fast = info(fps=Fraction(240), duration_s=120.0, frames_declared=28_800)
+    with pytest.raises(VideoTooManyFramesError) as caught:
+        check_video_info(fast, VideoLimits(max_duration_s=120), "incoming/cam1/fast.mp4")
+    message = str(caught.value)
+    assert message == ("'incoming/cam1/fast.mp4' has 28,800 frames, over the 7,200-frame limit; cut it into "
+                       "shorter clips, lower its frame rate or raise MAX_VIDEO_DECODED_FRAMES.")
+    assert caught.value.context == {"key": "incoming/cam1/fast.mp4", "frames": 28_800}
+    check_video_info(info(fps=Fraction(60), duration_s=120.0, frames_declared=7_200),
+                     VideoLimits(max_duration_s=120), "ok.mp4")
+
+
+def test_frame_count_from_duration_when_none_is_declared() -> None:
+    mkv = info(fps=Fraction(240), duration_s=60.0, frames_declared=None)
+    with pytest.raises(VideoTooManyFramesError,
+                       match=r"has 14,400 frames \(60\.0 s at 240 fps\), over the 10,000-frame limit"):
+        check_video_info(mkv, VideoLimits(max_decoded_frames=10_000), "clip.mkv")
+    check_video_info(info(frames_declared=None, duration_s=None), VideoLimits(max_decoded_frames=1), "clip.mkv")
+
+
+def test_pixels_are_checked_before_duration_and_frames() -> None:
+    huge = info(width=8192, height=8192, duration_s=9_999.0, frames_declared=999_999)
+    with pytest.raises(VideoTooLargeError):
+        check_video_info(huge, VideoLimits(max_duration_s=120), "clip.mp4")
+    with pytest.raises(VideoTooLongError) as caught:  # duration before frames: the better-known limit
+        check_video_info(info(width=64, height=48, duration_s=9_999.0, frames_declared=999_999),
+                         VideoLimits(max_duration_s=120), "clip.mp4")
+    assert type(caught.value) is VideoTooLongError
 
 
 def test_workspace_names_are_generated_and_removed() -> None:
@@ -322,6 +396,26 @@ def test_pipeline_holds_a_bounded_number_of_frames(tiny: Classifier, sample_fps:
     assert writer.labels[:300] == ["bus"] * 300 and writer.labels[300:] == ["car"] * 300
     expected = 600 if sample_fps is None else 60
     assert len(pipeline.records) == expected
+
+
+def test_pipeline_bounds_waiting_frames_by_their_real_size(tiny: Classifier) -> None:
+    # A header can declare small frames (max_pending is sized from it) and the stream carry
+    # large ones; the bytes the waiting frames really hold are bounded too.
+    tally, writer = Tally(), RecordingWriter()
+    size = 320 * 240 * 9 // 2
+    pipeline = Pipeline(tiny, Sampler(SamplingPlan(None, 1500, None)), Timer(lambda: 0.0), writer=writer,
+                        batch_size=16, max_pending=64, max_pending_bytes=4 * size)
+    sizes = []
+
+    def frames() -> Iterator[DecodedFrame]:
+        for item in frame_stream(60, tally):
+            item.nbytes = size
+            sizes.append(len(pipeline._pending))
+            yield item
+
+    run_frames(frames(), pipeline, pipeline.timer)
+    assert len(writer.labels) == 60 and max(sizes) <= 3
+    assert tally.max_alive <= 4 + 2, f"{tally.max_alive} frames were alive at once"
 
 
 def test_unsampled_frames_show_the_latest_sampled_label(tiny: Classifier) -> None:
