@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench package clean
+.PHONY: venv demo test bench package clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest $(ARGS)
+
+# The performance benchmarks (issue 4); not part of the tests. ARGS=--quick for a smoke run.
+bench: venv
+	$(PY) -m bench $(ARGS)
 
 # serverless package (offline) + cfn-lint + the unzipped size of what ships.
 package: venv

@@ -12,7 +12,9 @@ weights (``training.keras_backbone.build_model``), loads the LightGBM head (``he
 decodes the same frame and predicts.
 
 Runs alternate (function, Keras, function, ...) so load on this shared machine hits both.
-Alternatives (full run): ONNX graph optimisation levels, and a bundle already in /tmp.
+Alternatives (full run): a bundle already in /tmp (a re-initialised container), as whole
+cold starts; and, in process (``bench.coldparts``), the bundle fetch and the ONNX session
+creation done other ways.  ``-X importtime`` shows where the imports go.
 """
 
 from __future__ import annotations
@@ -69,18 +71,36 @@ def _function_env(endpoint: str, bucket: str, cache_dir: str) -> dict[str, str]:
     return env
 
 
-def _import_profile(py: str, env: dict[str, str]) -> dict[str, float]:
-    """Cumulative import time (ms) of the cold path's heavy packages (``-X importtime``), once."""
+def _import_profile(py: str, env: dict[str, str]) -> dict[str, Any]:
+    """Where the cold path's imports go (``-X importtime``, cumulative ms), and the marginal
+    cost of ``functions.video`` once numpy and Pillow are in (what a lazy import would save)."""
     proc = subprocess.run([py, "-X", "importtime", "-c",
                            "import functions.classify, boto3, onnxruntime, botocore.client"],
                           cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
     wanted = {"functions.classify", "numpy", "PIL.Image", "onnxruntime", "boto3", "botocore.client",
-              "functions.service", "shared.runtime"}
-    out: dict[str, float] = {}
+              "functions.service", "functions.video", "functions.events", "shared.runtime", "shared.bundle"}
+    out: dict[str, Any] = {}
     for row in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", row)
         if m and m.group(4) in wanted and m.group(4) not in out:
             out[m.group(4)] = round(int(m.group(2)) / 1000, 1)
+    code = ("import time, numpy, PIL.Image, shared.imaging, shared.runtime, functions.events; "
+            "t = time.perf_counter(); import functions.video; print((time.perf_counter() - t) * 1000)")
+    marginal = []
+    for _ in range(5):
+        p = subprocess.run([py, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, timeout=60)
+        if p.returncode == 0:
+            marginal.append(float(p.stdout.strip()))
+    if marginal:
+        out["functions.video marginal (after numpy, PIL, shared)"] = summary(marginal, 1)
+    code = ("import time; t = time.perf_counter(); import boto3; t1 = time.perf_counter(); "
+            "boto3.client('s3', region_name='us-east-1'); print((t1 - t) * 1000, (time.perf_counter() - t1) * 1000)")
+    b3 = [tuple(map(float, p.stdout.split())) for p in
+          (subprocess.run([py, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, timeout=60)
+           for _ in range(5)) if p.returncode == 0]
+    if b3:
+        out["boto3 import (ms)"] = summary([a for a, _ in b3], 1)
+        out["boto3 first S3 client (ms)"] = summary([b for _, b in b3], 1)
     return out
 
 
@@ -92,8 +112,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
 
     rt_python = str(runtime_venv.ensure())
     fn_reps = 3 if ctx.quick else 5
-    keras_reps = 2 if ctx.quick else 3
-    variant_reps = 0 if ctx.quick else 3
+    keras_reps = 1 if ctx.quick else 3
+    variant_reps = 0 if ctx.quick else 2
     frame = frames(1)[0][0]
     results: dict[str, Any] = {"runtime_venv": runtime_venv.packages(), "per_backbone": {}}
     figures: list[Figure] = []
@@ -144,7 +164,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 warm_cache = tempfile.mkdtemp(dir=tmp, prefix="model-cache-warm-")
                 fn_once(cache=warm_cache)  # fills it
                 for _ in range(variant_reps):
-                    for name in ("baseline", "opt:disable", "opt:basic", "opt:extended", "bundle_in_tmp"):
+                    for name in ("baseline", "bundle_in_tmp", "ort:no-spin", "ort:no-arena"):
                         if name == "bundle_in_tmp":
                             variants.setdefault(name, []).append(fn_once(cache=warm_cache))
                         else:
@@ -180,7 +200,17 @@ def run(ctx: Ctx) -> dict[str, Any]:
                                              for k, v in variants.items()},
                 "variants_inference_ms": {k: summary([r["result"]["timings_ms"]["inference"] for r in v], 1)
                                           for k, v in variants.items()},
+                "variants_peak_rss_mb": {k: summary([r["peak_rss_mb"] for r in v], 1) for k, v in variants.items()},
+                "function_peak_rss_mb": summary([r["peak_rss_mb"] for r in fn_runs], 1),
             }
+            if not ctx.quick:
+                from bench import coldparts
+                from shared.imaging import decode_image
+
+                log(f"b1 cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
+                per["fetch_alternatives_ms"] = coldparts.fetch_alternatives(store, manifest.version, 3)
+                per["session_alternatives"] = coldparts.session_alternatives(
+                    bdir, decode_image(frame, manifest.input_size), 3)
             results["per_backbone"][backbone] = per
             figures.append(Figure(1, "cold start, spawn -> result written (s)", backbone, f"<= {TARGET_S} s",
                                   fmt(fn_wall, "s", 3), fn_wall["median"] <= TARGET_S, fn_wall))

@@ -25,9 +25,10 @@ from bench.common import fmt, frames, log, percentile, summary
 from bench.ctx import Ctx, Figure
 
 P50_MS, P99_MS = 12.0, 25.0
-FRAME_VARIANTS = ("baseline", "threads=1", "no-spin", "opt=extended", "fixed-batch=1")
-BACKBONE_VARIANTS = ("baseline", "threads=1", "threads=2", "no-spin", "opt=extended", "opt=basic",
-                     "opt=disable", "fixed-batch=1")
+FRAME_VARIANTS = ("baseline", "threads=1", "no-spin", "threads=2,no-spin", "fixed-batch=1")
+BACKBONE_VARIANTS = ("baseline", "threads=1", "threads=2", "no-spin", "threads=2,no-spin", "opt=extended",
+                     "opt=basic", "opt=disable", "fixed-batch=1")
+HEAVY_VARIANTS = ("baseline", "threads=1", "no-spin", "threads=2,no-spin")  # ResNet50: ORT options only
 BATCHES = (1, 4, 10, 32)
 
 
@@ -82,11 +83,12 @@ def run(ctx: Ctx) -> dict[str, Any]:
     for backbone in ctx.backbones:
         bdir = ensure_bundle(backbone)
         heavy = backbone != "mobilenet_v2"
-        n_frames = (30 if heavy else 150) if ctx.quick else (60 if heavy else 300)
-        n_variant = (0 if ctx.quick else (20 if heavy else 100))
-        bb_repeats = 5 if heavy else 20
+        n_frames = (30 if heavy else 150) if ctx.quick else (40 if heavy else 200)
+        n_variant = (0 if ctx.quick else (15 if heavy else 100))
+        bb_repeats = 2 if heavy else 15
         stream = [data[i % len(data)] for i in range(n_frames)]
-        clfs = {v: ortvariants.classifier(bdir, v) for v in (BACKBONE_VARIANTS if not ctx.quick else ("baseline",))}
+        variants = BACKBONE_VARIANTS if not heavy else HEAVY_VARIANTS
+        clfs = {v: ortvariants.classifier(bdir, v) for v in (variants if not ctx.quick else ("baseline",))}
         base = clfs["baseline"]
         size = base.input_size
         arrays = np.stack([decoders.shipped(blob, size) for blob in data[:32]])
@@ -108,7 +110,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         per_round: list[dict[str, float]] = []
         frame_variants: dict[str, list[dict[str, float]]] = {}
         bb: dict[str, list[float]] = {}
-        batches: dict[int, list[float]] = {}
+        batches: dict[str, list[float]] = {}
         decode_cmp: dict[str, list[float]] = {"draft (shipped)": [], "full decode": []}
         for _ in range(rounds):
             t = _frame_pass(base, stream, size, decoders.shipped)
@@ -118,7 +120,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             if not n_variant:
                 continue
             sub = stream[:n_variant]
-            for v in FRAME_VARIANTS:
+            for v in FRAME_VARIANTS if not heavy else HEAVY_VARIANTS:
                 t = _frame_pass(clfs[v], sub, size, decoders.shipped)
                 frame_variants.setdefault(v, []).append({"p50": percentile(t["total"], 50),
                                                          "p99": percentile(t["total"], 99)})
@@ -128,8 +130,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
             decode_cmp["draft (shipped)"].append(percentile(t["decode"], 50))
             for v, clf in clfs.items():
                 bb.setdefault(v, []).append(_backbone_ms(clf, arrays[:1], bb_repeats))
-            for n in BATCHES:
-                batches.setdefault(n, []).append(_backbone_ms(base, arrays[:n], max(2, bb_repeats * 4 // n)))
+            for v in ("baseline", "no-spin"):
+                for n in BATCHES if not heavy else BATCHES[:3]:
+                    batches.setdefault(f"{v}, batch {n}", []).append(
+                        _backbone_ms(clfs[v], arrays[:n], max(2, bb_repeats * 4 // n)))
         p50 = summary([r["p50"] for r in per_round], 2)
         p99 = summary([r["p99"] for r in per_round], 2)
         feats, _ = base.features(arrays[:1])
@@ -145,7 +149,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             "frame_variants_ms": {v: {"p50": summary([r["p50"] for r in rs], 2), "p99": summary([r["p99"] for r in rs], 2)}
                                   for v, rs in frame_variants.items()},
             "backbone_batch1_ms": {v: summary(x, 2) for v, x in bb.items()},
-            "backbone_per_image_ms_by_batch": {str(n): summary(x, 2) for n, x in batches.items()},
+            "backbone_per_image_ms_by_batch": {n: summary(x, 2) for n, x in batches.items()},
             "decode_960x576_p50_ms": {k: summary(v, 2) for k, v in decode_cmp.items() if v},
             "variant_parity_vs_baseline": parity,
             "full_decode_vs_draft": full_vs_draft,

@@ -3,17 +3,19 @@
 ``functions.local.LocalStack`` creates the moto server (its own process), the bucket, the
 queue and the ``incoming/`` -> SQS notification, and publishes the cached bundle.  The
 worker + real handler run in a separate process (``bench/worker_child.py``, runtime-only
-venv), so its peak RSS is the function's.  This process uploads N frames to ``incoming/``
-with 8 threads, then waits until all N results are under ``results/``.
+venv), so its peak RSS is the function's.  This process uploads 1,000 frames to
+``incoming/`` (8 threads), paced so that at most 40 wait in the queue (cameras upload
+continuously; moto's SQS ReceiveMessage costs O(queue depth), so a 1,000-frame burst
+measures moto rather than the function: ``--burst`` adds that run).  Done = the queue
+has drained; then every result is read back and checked (status ok, source key, label).
 
-Throughput = N / (last result's ``processed_at`` - first upload started); the poller's
-own view (when it saw N results) is reported too.  Every result is read back and checked
-(status ok, source key, a label).  CPU seconds of the moto server, the worker and the
-uploader show where the two cores went.
+Throughput = 1,000 / (last result's ``processed_at`` - first upload).  CPU seconds of the
+moto server, the worker and the uploader show where the two cores went.
 
-Alternatives (full run, fewer frames, same stack): ORT ``allow_spinning=0`` and
-``intra_op_num_threads=1``; the pipelined service (per-frame inference overlapped with
-the other frames' S3 I/O); two concurrent pollers.
+Alternatives: the handler alone on an in-memory store (``bench.funconly``: the function's
+own frames/s and CPU per frame, per ORT option and service variant), and, full run with
+MobileNetV2, one more 1,000-frame stack run with ORT ``intra_op_num_threads=1``
+between two shipped runs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ CHILD = str(REPO / "bench" / "worker_child.py")
 TARGET_FPS = 50.0
 TARGET_RSS_MB = 350.0
 UPLOAD_THREADS = 8
+# Paced upload: at most this many frames queued, as from cameras uploading continuously.
+WINDOW = 40
+# The alternative run through the stack (full run, MobileNetV2): the change proposed in docs/performance.md.
+ALT_NAME = "ORT allow_spinning=0"
+ALT_ORT = "no-spin"
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -60,12 +67,12 @@ class Worker:
     """The worker child process, with an RSS sampler."""
 
     def __init__(self, stack: Any, cache_dir: Path, *, ort: str = "baseline", service: str = "shipped",
-                 pollers: int = 1) -> None:
+                 pollers: int = 1, env: dict[str, str] | None = None) -> None:
         py = str(runtime_venv.ensure())
         cmd = [py, CHILD, "--endpoint", stack.server.endpoint_url, "--queue-url", stack.queue_url,
                "--cache-dir", str(cache_dir), "--batch-size", str(stack.batch_size), "--ort", ort,
                "--service", service, "--pollers", str(pollers)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=repo_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=repo_env(env), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "READY":
@@ -185,58 +192,105 @@ def _warm(stack: Any, worker: Worker, tag: str, data: list[bytes]) -> None:
         raise RuntimeError(f"warm-up failed: {res}")
 
 
+def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> dict[str, Any]:
+    """The handler on an in-memory store: the function's own frames/s and CPU, per variant."""
+    from bench import funconly
+
+    heavy = backbone != "mobilenet_v2"
+    specs = [("shipped", "baseline", "shipped"), ("ORT threads=1", "threads=1", "shipped"),
+             ("ORT allow_spinning=0", "no-spin", "shipped")][: 2 if ctx.quick else 3]
+    if not heavy and not ctx.quick:
+        specs += [("ORT threads=2 + allow_spinning=0", "threads=2,no-spin", "shipped"),
+                  ("pipelined service (batch 1)", "baseline", "pipelined"),
+                  ("pipelined service + ORT threads=1", "threads=1", "pipelined")]
+    n = (50 if heavy else 100) if not ctx.quick else (30 if heavy else 60)
+    rounds = 1 if ctx.quick else 2
+    log(f"b3 function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in range(rounds):
+        for name, ort, service in specs:
+            runs.setdefault(name, []).append(
+                funconly.run(bdir, data[:n + 10], ort=ort, service=service, tag=f"r{r}-{len(runs)}"))
+    base = runs["shipped"]
+    return {name: {"fps": summary([x["fps"] for x in rs], 1),
+                   "cpu_ms_per_frame": summary([x["cpu_ms_per_frame"] for x in rs], 1),
+                   "speedup_vs_shipped": summary([x["fps"] / b["fps"] for x, b in zip(rs, base)], 2),
+                   "results": [x["results"] for x in rs], "frames": rs[0]["frames"]}
+            for name, rs in runs.items()}
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     from functions.local import LocalStack
 
-    n_main = 1000
+    n_main = 300 if ctx.quick else 1000
     figures: list[Figure] = []
-    details: dict[str, Any] = {"per_backbone": {}, "upload_threads": UPLOAD_THREADS}
+    details: dict[str, Any] = {"per_backbone": {}, "upload_threads": UPLOAD_THREADS, "paced_window": WINDOW}
     data, source = frames(n_main)
     details["frames"] = source
     details["frame_kb"] = round(sum(map(len, data)) / len(data) / 1024, 1)
     for backbone in ctx.backbones:
         bdir = ensure_bundle(backbone)
         heavy = backbone != "mobilenet_v2"
-        reps = 1 if (ctx.quick or heavy) else max(2, ctx.reps - 1)
-        n_variant = 0 if (ctx.quick or heavy) else 300
+        per: dict[str, Any] = {"function_alone_in_memory_s3": _function_only(ctx, backbone, bdir, data)}
+        # ResNet50 cannot come near the target (its inference alone is ~50-90 ms a frame here): 300 frames.
+        n_run = min(n_main, 300) if heavy else n_main
+        # Shipped config in every run; full run, MobileNetV2: one more (300 frames) with ORT allow_spinning=0
+        # (the proposed change) between two shipped runs.
+        plan = [("shipped", n_run)] if (ctx.quick or heavy) else [("shipped", n_run), (ALT_NAME, 300),
+                                                                  ("shipped", n_run)]
         with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp, \
-                LocalStack(bundle_dir=bdir, batch_size=10, visibility_timeout=60,
+                LocalStack(bundle_dir=bdir, batch_size=10, visibility_timeout=120,
                            model_cache_dir=Path(tmp) / "unused", env=repo_env()) as stack:
             stack.ensure_model(quiet=True)
-            log(f"b3 throughput, {backbone}: {reps} x {n_main} frames through moto S3 -> SQS -> worker process")
-            worker = Worker(stack, Path(tmp) / "cache-main")
-            _warm(stack, worker, "main", data)
-            runs = [_pass(stack, worker, f"run{r}", data, timeout=900) for r in range(reps)]
-            mem = worker.stop()
-            variants: dict[str, list[dict[str, Any]]] = {}
-            if n_variant:
-                specs = {"baseline": {}, "ort no-spin": {"ort": "no-spin"}, "ort threads=1": {"ort": "threads=1"},
-                         "pipelined service": {"service": "pipelined"},
-                         "pipelined + no-spin": {"service": "pipelined", "ort": "no-spin"},
-                         "2 pollers": {"pollers": 2}}
-                log(f"b3 variants, {backbone}: {len(specs)} x {n_variant} frames")
-                for name, kw in specs.items():
-                    w = Worker(stack, Path(tmp) / f"cache-{len(variants)}", **kw)
-                    _warm(stack, w, name.replace(" ", "-").replace("=", ""), data)
-                    tag = name.replace(" ", "-").replace("=", "").replace("+", "")
-                    variants[name] = [_pass(stack, w, f"var-{tag}", data[:n_variant], timeout=600)]
-                    variants[name][0]["peak_rss_mb"] = w.stop()["peak_rss_mb"]
+            log(f"b3 throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
+                f"{', '.join(f'{name} ({n})' for name, n in plan)}" + (f"; then 1 x {n_main} in one burst" if ctx.burst else ""))
+            runs, alt, mems = [], [], []
+            for i, (name, n) in enumerate(plan):
+                worker = Worker(stack, Path(tmp) / f"cache-{i}", ort=ALT_ORT if name != "shipped" else "baseline")
+                _warm(stack, worker, f"w{i}", data)
+                res = _pass(stack, worker, f"paced{i}", data[:n], timeout=900, window=WINDOW)
+                burst = _pass(stack, worker, "burst", data[:n_run], timeout=1500) if (ctx.burst and i == 0) else None
+                mem = worker.stop()
+                res["peak_rss_mb"] = mem["peak_rss_mb"]
+                (runs if name == "shipped" else alt).append(res)
+                if name == "shipped":
+                    mems.append(mem)
+                if burst is not None:
+                    per["burst_run"] = burst
         fps = summary([r["fps"] for r in runs], 1)
-        complete = min(r["results_ok"] for r in runs)
-        per = {"runs": runs, "fps": fps, "fps_seen_by_poller": summary([r["fps_seen_by_poller"] for r in runs], 1),
-               "worker": mem,
-               "variants": {k: {"fps": round(v[0]["fps"], 1), "results_ok": v[0]["results_ok"],
-                                "frames": v[0]["frames"], "cpu_s": v[0]["cpu_s"],
-                                "result_timings_ms": v[0]["result_timings_ms"], "peak_rss_mb": v[0]["peak_rss_mb"]}
-                            for k, v in variants.items()}}
+        moto_ms = summary([r["cpu_ms_per_frame"]["moto"] for r in runs], 1)
+        worker_ms = summary([r["cpu_ms_per_frame"]["worker"] for r in runs], 1)
+        per.update({
+            "paced_runs": runs, "fps_paced": fps, "moto_cpu_ms_per_frame": moto_ms,
+            "worker_cpu_ms_per_frame": worker_ms, "uploader_cpu_ms_per_frame":
+                summary([r["cpu_ms_per_frame"]["uploader"] for r in runs], 1),
+            "ceiling_fps_moto_one_core": round(1000 / moto_ms["median"], 1),
+            "ceiling_fps_worker_one_core": round(1000 / worker_ms["median"], 1),
+            "worker": mems[-1],
+        })
+        if alt:
+            per["alternative_run"] = {"config": ALT_NAME, **alt[0]}
+            per["alternative_speedup_vs_shipped_median"] = round(alt[0]["fps"] / fps["median"], 2)
+            figures_alt = alt[0]
+        else:
+            figures_alt = None
         details["per_backbone"][backbone] = per
-        figures.append(Figure(3, f"local stack throughput, {n_main} frames (frames/s)", backbone,
+        figures.append(Figure(3, f"local stack throughput, {n_run} frames, paced (frames/s)", backbone,
                               f">= {TARGET_FPS:g}/s", fmt(fps, "/s"), fps["median"] >= TARGET_FPS, fps))
-        figures.append(Figure(3, f"results present and ok, of {n_main}", backbone, f"{n_main} of {n_main}",
-                              f"{complete} of {n_main}" + (f" (x{len(runs)} runs)" if len(runs) > 1 else ""),
-                              complete == n_main))
-        rss = mem["peak_rss_mb"]
+        if "burst_run" in per:
+            b = per["burst_run"]["fps"]
+            figures.append(Figure(3, f"local stack throughput, {n_run} frames in one burst (frames/s)", backbone,
+                                  f">= {TARGET_FPS:g}/s", f"{b:.1f} /s (1 run)", b >= TARGET_FPS, {"median": b, "n": 1}))
+        if figures_alt is not None:
+            figures.append(Figure(3, f"  same, {ALT_NAME} ({figures_alt['frames']} frames; proposed)",
+                                  backbone, "-", f"{figures_alt['fps']:.1f} /s (1 run)", None,
+                                  {"median": figures_alt["fps"], "n": 1}))
+        checked = [*runs, *alt] + ([per["burst_run"]] if "burst_run" in per else [])
+        complete = all(r["results_ok"] == r["frames"] for r in checked)
+        figures.append(Figure(3, f"results present and ok, of {n_run}", backbone, f"{n_run} of {n_run}",
+                              f"{min(r['results_ok'] for r in runs)} of {n_run} (every run: "
+                              f"{', '.join(str(r['results_ok']) + '/' + str(r['frames']) for r in checked)})", complete))
+        rss = max(m["peak_rss_mb"] for m in mems)
         figures.append(Figure(7, "function process peak RSS during b3 (MB)", backbone, f"<= {TARGET_RSS_MB:g} MB",
-                              f"{rss:.0f} MB", rss <= TARGET_RSS_MB,
-                              {"median": rss, "min": rss, "max": rss, "n": 1}))
+                              f"{rss:.0f} MB", rss <= TARGET_RSS_MB, {"median": rss, "min": rss, "max": rss, "n": 1}))
     return {"figures": figures, "details": details}

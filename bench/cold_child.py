@@ -58,6 +58,10 @@ def _patch_session_options(variant: str) -> None:
 
     if variant.startswith("opt:"):
         rt.session_options = options
+    elif variant.startswith("ort:"):
+        from bench import ortvariants
+
+        rt.session_options = ortvariants._options_factory(variant[4:], None)
     else:
         raise SystemExit(f"unknown variant {variant}")
 
@@ -84,11 +88,15 @@ def function_mode(key: str, variant: str) -> dict:
     response = fc.handler(event, None)
     t_done = time.time()
     ok = response.get("records", {}).get("ok") == 1
-    modules = sorted(m for m in ("tensorflow", "keras", "lightgbm", "sklearn", "scipy", "pandas") if m in sys.modules)
+    modules = sorted(m for m in ("tensorflow", "keras", "lightgbm", "sklearn", "scipy", "pandas", "av")
+                     if m in sys.modules)
+    import resource
+
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"mode": "function", "ok": ok, "response": response, "t_main": T_MAIN, "t_start": t0,
             "t_import_done": t_import, "t_result": t_done, "import_s": t_import - t0,
             "handler_s": t_done - t_patch, "phases_s": phases, "heavy_modules_loaded": modules,
-            "n_modules": len(sys.modules)}
+            "n_modules": len(sys.modules), "peak_rss_mb": peak_rss_mb}
 
 
 def keras_mode(backbone: str, weights: str, frame_path: str, head_path: str) -> dict:

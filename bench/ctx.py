@@ -11,6 +11,7 @@ class Ctx:
     quick: bool
     backbones: tuple[str, ...]
     reps: int  # repetitions of the expensive figures
+    burst: bool = False  # benchmark 3: also upload 1,000 frames in one burst
     notes: list[str] = dataclasses.field(default_factory=list)
 
 

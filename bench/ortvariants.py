@@ -18,9 +18,11 @@ VARIANTS = {
     "threads=2": "intra_op_num_threads=2",
     "no-spin": "session config session.intra_op.allow_spinning=0 (idle pool threads sleep instead of spinning)",
     "threads=1,no-spin": "intra_op_num_threads=1 and allow_spinning=0",
+    "threads=2,no-spin": "intra_op_num_threads=2 and allow_spinning=0",
     "opt=extended": "graph_optimization_level=ORT_ENABLE_EXTENDED",
     "opt=basic": "graph_optimization_level=ORT_ENABLE_BASIC",
     "opt=disable": "graph_optimization_level=ORT_DISABLE_ALL",
+    "no-arena": "enable_cpu_mem_arena=False (no CPU memory arena)",
     "fixed-batch=1": "the backbone's free batch dimension pinned to 1 (add_free_dimension_override_by_name)",
 }
 
@@ -56,6 +58,8 @@ def _options_factory(variant: str, batch_dim: str | None) -> Any:
                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                 }[part.split("=")[1]]
+            elif part == "no-arena":
+                opts.enable_cpu_mem_arena = False
             elif part == "fixed-batch=1":
                 if batch_dim:
                     opts.add_free_dimension_override_by_name(batch_dim, 1)

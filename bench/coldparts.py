@@ -1,0 +1,174 @@
+"""Cold-path alternatives measured in process (benchmark 1): bundle fetch and session creation.
+
+Fetch (a warm boto3 client against the moto bucket, a fresh cache folder each time):
+  * ``shipped``: ``shared.bundle.fetch_bundle`` - every file in the manifest (reports,
+    PNGs, head.txt included), one GET after another, then ``verify_dir`` re-reads and
+    hashes every file;
+  * ``runtime files``: only what ``Classifier`` opens (manifest, backbone.onnx, head.onnx,
+    imagenet_classes.json), each hashed in memory as it arrives (one hash pass, no re-read);
+  * ``runtime files, 4 parallel GETs``: the same on 4 threads;
+  * ``... streamed``: each body read in 1 MB chunks, hashed and written as it arrives;
+  * ``cached, shipped`` / ``cached, one hash``: the bundle already in the cache folder
+    (a re-initialised container): shipped hashes every file twice (the reuse check, then
+    ``verify_dir``); the prototype hashes each runtime file once.
+
+Sessions (the ONNX Runtime sessions of ``Classifier``, backbone + head):
+  * ``shipped``: ORT_ENABLE_ALL on the exported graph;
+  * ``pre-optimised (extended) + ALL``: the graph saved after ORT_ENABLE_EXTENDED
+    (portable: no hardware-specific layouts) and loaded with ORT_ENABLE_ALL;
+  * ``pre-optimised (all) + DISABLE_ALL``: the graph saved after ORT_ENABLE_ALL and loaded with
+    no optimisation (ORT warns that such a graph is specific to the CPU it was made on).
+Each gives creation ms, the first inference ms, and the parity of its features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import summary
+
+RUNTIME_FILES = ("backbone.onnx", "head.onnx", "imagenet_classes.json")
+
+
+def _fetch_runtime(store: Any, prefix: str, target: Path, threads: int) -> None:
+    manifest = json.loads(store.get(prefix + "manifest.json").body)
+    files = {n: m for n, m in manifest["files"].items() if n in RUNTIME_FILES}
+
+    def one(item: tuple[str, dict[str, Any]]) -> None:
+        name, meta = item
+        body = store.get(prefix + name).body
+        if hashlib.sha256(body).hexdigest() != meta["sha256"]:
+            raise RuntimeError(f"{name}: checksum mismatch")
+        (target / name).write_bytes(body)
+
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, files.items()))
+    else:
+        for item in files.items():
+            one(item)
+
+
+def _fetch_streamed(store: Any, prefix: str, target: Path, threads: int) -> None:
+    """Runtime files on parallel GETs, each streamed in 1 MB chunks: hash and write as bytes arrive."""
+    manifest = json.loads(store.get(prefix + "manifest.json").body)
+    files = {n: m for n, m in manifest["files"].items() if n in RUNTIME_FILES}
+
+    def one(item: tuple[str, dict[str, Any]]) -> None:
+        name, meta = item
+        resp = store.client.get_object(Bucket=store.bucket, Key=prefix + name)
+        digest = hashlib.sha256()
+        with open(target / name, "wb") as out:
+            for chunk in resp["Body"].iter_chunks(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != meta["sha256"]:
+            raise RuntimeError(f"{name}: checksum mismatch")
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, files.items()))
+
+
+def _check_cached_once(target: Path) -> None:
+    manifest = json.loads((target / "manifest.json").read_bytes())
+    for name, meta in manifest["files"].items():
+        if name in RUNTIME_FILES:
+            digest = hashlib.sha256((target / name).read_bytes()).hexdigest()
+            if digest != meta["sha256"]:
+                raise RuntimeError(f"{name}: checksum mismatch")
+
+
+def fetch_alternatives(store: Any, version: str, reps: int) -> dict[str, Any]:
+    from shared.bundle import fetch_bundle
+
+    prefix = f"models/{version}/"
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
+        root = Path(tmp)
+        warm = root / "warm"
+        fetch_bundle(store, "models/", version, warm)
+        for r in range(reps):
+            cases = {
+                "shipped (all files, sequential, hash after)": lambda d: fetch_bundle(store, "models/", version, d),
+                "runtime files, sequential, hash in memory": lambda d: _fetch_runtime(store, prefix, _mk(d / version), 1),
+                "runtime files, 4 parallel GETs": lambda d: _fetch_runtime(store, prefix, _mk(d / version), 4),
+                "runtime files, 4 parallel GETs, streamed (hash while downloading)":
+                    lambda d: _fetch_streamed(store, prefix, _mk(d / version), 4),
+            }
+            for name, fn in cases.items():
+                d = root / f"{r}-{len(times)}-{abs(hash(name)) % 10_000}"
+                d.mkdir()
+                t0 = time.perf_counter()
+                fn(d)
+                times.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+                shutil.rmtree(d)
+            t0 = time.perf_counter()
+            fetch_bundle(store, "models/", version, warm)
+            times.setdefault("cached in /tmp, shipped (GET manifest, hash twice)", []).append(
+                (time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            _check_cached_once(warm / version)
+            times.setdefault("cached in /tmp, hash runtime files once", []).append((time.perf_counter() - t0) * 1000)
+    return {k: summary(v, 1) for k, v in times.items()}
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def session_alternatives(bundle_dir: Path, frame: np.ndarray, reps: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    from shared.runtime import session_options
+
+    levels = ort.GraphOptimizationLevel
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-preopt-") as tmp:
+        pre = {}
+        for name, level in (("extended", levels.ORT_ENABLE_EXTENDED), ("all", levels.ORT_ENABLE_ALL)):
+            opts = session_options()
+            opts.graph_optimization_level = level
+            opts.optimized_model_filepath = str(Path(tmp) / f"backbone.{name}.onnx")
+            ort.InferenceSession(str(bundle_dir / "backbone.onnx"), opts, providers=["CPUExecutionProvider"])
+            pre[name] = Path(opts.optimized_model_filepath)
+        cases = {
+            "shipped (ALL on the exported graph)": (bundle_dir / "backbone.onnx", levels.ORT_ENABLE_ALL),
+            "pre-optimised (extended) + ALL": (pre["extended"], levels.ORT_ENABLE_ALL),
+            "pre-optimised (all) + DISABLE_ALL": (pre["all"], levels.ORT_DISABLE_ALL),
+        }
+        reference = None
+        times: dict[str, dict[str, list[float]]] = {}
+        for _ in range(reps):
+            for name, (path, level) in cases.items():
+                opts = session_options()
+                opts.graph_optimization_level = level
+                t0 = time.perf_counter()
+                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                ort.InferenceSession(str(bundle_dir / "head.onnx"), session_options(), providers=["CPUExecutionProvider"])
+                t1 = time.perf_counter()
+                feats = sess.run(["features"], {"image": frame[None]})[0]
+                t2 = time.perf_counter()
+                for _ in range(5):
+                    sess.run(["features"], {"image": frame[None]})
+                t3 = time.perf_counter()
+                rec = times.setdefault(name, {"create_ms": [], "first_run_ms": [], "warm_run_ms": []})
+                rec["create_ms"].append((t1 - t0) * 1000)
+                rec["first_run_ms"].append((t2 - t1) * 1000)
+                rec["warm_run_ms"].append((t3 - t2) * 1000 / 5)
+                if reference is None:
+                    reference = feats
+                out.setdefault("max_abs_feature_diff", {})[name] = float(np.max(np.abs(feats - reference)))
+        out["sizes_mb"] = {name: round(path.stat().st_size / 1e6, 1) for name, (path, _) in cases.items()}
+        for name, rec in times.items():
+            out[name] = {k: summary(v, 1) for k, v in rec.items()}
+    return out
