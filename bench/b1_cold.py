@@ -164,7 +164,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 warm_cache = tempfile.mkdtemp(dir=tmp, prefix="model-cache-warm-")
                 fn_once(cache=warm_cache)  # fills it
                 for _ in range(variant_reps):
-                    for name in ("baseline", "bundle_in_tmp", "ort:no-spin", "ort:no-arena"):
+                    for name in ("baseline", "bundle_in_tmp", "ort:no-spin"):
                         if name == "bundle_in_tmp":
                             variants.setdefault(name, []).append(fn_once(cache=warm_cache))
                         else:

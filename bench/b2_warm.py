@@ -85,7 +85,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         heavy = backbone != "mobilenet_v2"
         n_frames = (30 if heavy else 150) if ctx.quick else (40 if heavy else 200)
         n_variant = (0 if ctx.quick else (15 if heavy else 100))
-        bb_repeats = 2 if heavy else 15
+        bb_repeats = 2 if heavy else 10
         stream = [data[i % len(data)] for i in range(n_frames)]
         variants = BACKBONE_VARIANTS if not heavy else HEAVY_VARIANTS
         clfs = {v: ortvariants.classifier(bdir, v) for v in (variants if not ctx.quick else ("baseline",))}

@@ -201,8 +201,7 @@ def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> di
              ("ORT allow_spinning=0", "no-spin", "shipped")][: 2 if ctx.quick else 3]
     if not heavy and not ctx.quick:
         specs += [("ORT threads=2 + allow_spinning=0", "threads=2,no-spin", "shipped"),
-                  ("pipelined service (batch 1)", "baseline", "pipelined"),
-                  ("pipelined service + ORT threads=1", "threads=1", "pipelined")]
+                  ("pipelined service (batch 1)", "baseline", "pipelined")]
     n = (50 if heavy else 100) if not ctx.quick else (30 if heavy else 60)
     rounds = 1 if ctx.quick else 2
     log(f"b3 function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
