@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BACKBONES, REPO, RESULTS, log, machine, main_python, table, versions
-from bench.ctx import Ctx, Figure
+from bench.ctx import Ctx
 
 MODULES = {1: "bench.b1_cold", 2: "bench.b2_warm", 3: "bench.b3_throughput", 4: "bench.b4_featurise",
            5: "bench.b5_decode", 6: "bench.b6_package"}
