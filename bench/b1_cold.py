@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import runtime_venv
+from bench import runtime_venv, shipped
 from bench.bundles import ensure_bundle
 from bench.common import (
     REPO,
@@ -38,6 +38,7 @@ from bench.common import (
     log,
     main_python,
     repo_env,
+    run as run_cmd,
     summary,
     weights_for,
 )
@@ -63,9 +64,11 @@ def _spawn(cmd: list[str], env: dict[str, str], timeout: float = 300) -> dict[st
     return out
 
 
-def _function_env(endpoint: str, bucket: str, cache_dir: str) -> dict[str, str]:
+def _function_env(endpoint: str, bucket: str, cache_dir: str, code: Path = REPO) -> dict[str, str]:
+    # PYTHONDONTWRITEBYTECODE stays set (repo_env): like Lambda's read-only /var/task, the
+    # process can use the bytecode it was given but never leaves any for the next one.
     env = repo_env({"BUCKET": bucket, "MODEL_BUCKET": bucket, "S3_ENDPOINT_URL": endpoint,
-                    "MODEL_CACHE_DIR": cache_dir, "LOG_LEVEL": "INFO"})
+                    "MODEL_CACHE_DIR": cache_dir, "LOG_LEVEL": "INFO", "PYTHONPATH": str(code)})
     for name in ("KERAS_HOME", "PYTHONSTARTUP", "VIRTUAL_ENV"):
         env.pop(name, None)
     return env
@@ -104,18 +107,33 @@ def _import_profile(py: str, env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _function_runtime() -> tuple[str, Path, str]:
+    """(python, code folder, description): the shipped zip on CPython 3.12 when possible."""
+    py = shipped.python()
+    if py is not None:
+        code = shipped.package()
+        return str(py), code, (f"the deployment zip (scripts/build_package.sh, with its bytecode) unpacked in "
+                               f"{code.name}, on CPython 3.12 with {runtime_venv.boto3_pin()} only, as on Lambda")
+    py = runtime_venv.ensure()
+    # No CPython 3.12 for the cp312 zip: the runtime-only venv, with our modules compiled as
+    # the zip ships them.
+    run_cmd([str(py), "-m", "compileall", "-q", "functions", "shared"])
+    return str(py), REPO, ("runtime-only venv (no CPython 3.12 for the zip): "
+                           + ", ".join(runtime_venv.packages()) + "; repo code precompiled")
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     from devstack.moto_server import MotoServer
     from shared import bundle
     from shared.config import S3Settings
     from shared.storage import ObjectStore, make_client
 
-    rt_python = str(runtime_venv.ensure())
+    rt_python, code, runtime = _function_runtime()
     fn_reps = 3 if ctx.quick else 5
     keras_reps = 1 if ctx.quick else 3
     variant_reps = 0 if ctx.quick else 2
     frame = frames(1)[0][0]
-    results: dict[str, Any] = {"runtime_venv": runtime_venv.packages(), "per_backbone": {}}
+    results: dict[str, Any] = {"function_runtime": runtime, "per_backbone": {}}
     figures: list[Figure] = []
     with MotoServer() as server, keras_home() as home, tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         os.environ.update({k: v for k, v in repo_env().items() if k.startswith("AWS_")})
@@ -138,7 +156,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 store.put(key, frame, content_type="image/jpeg")
                 cache_dir = cache or tempfile.mkdtemp(dir=tmp, prefix="model-cache-")
                 out = _spawn([rt_python, CHILD, "function", key, variant],
-                             _function_env(server.endpoint_url, bucket, cache_dir))
+                             _function_env(server.endpoint_url, bucket, cache_dir, code))
                 if not out["ok"]:
                     raise RuntimeError(f"the cold function did not classify the frame: {out['response']}")
                 out["result"] = store.get_json(key.replace("incoming/", "results/", 1) + ".json")
@@ -164,7 +182,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 warm_cache = tempfile.mkdtemp(dir=tmp, prefix="model-cache-warm-")
                 fn_once(cache=warm_cache)  # fills it
                 for _ in range(variant_reps):
-                    for name in ("baseline", "bundle_in_tmp", "ort:no-spin"):
+                    for name in ("baseline", "bundle_in_tmp"):
                         if name == "bundle_in_tmp":
                             variants.setdefault(name, []).append(fn_once(cache=warm_cache))
                         else:
@@ -218,5 +236,5 @@ def run(ctx: Ctx) -> dict[str, Any]:
                                   keras_wall))
             figures.append(Figure(1, "cold start, Keras / function", backbone, f">= {TARGET_RATIO:g}x",
                                   fmt(ratio, "x", 1), ratio["median"] >= TARGET_RATIO, ratio))
-        results["import_profile_ms"] = _import_profile(rt_python, _function_env(server.endpoint_url, "x", tmp))
+        results["import_profile_ms"] = _import_profile(rt_python, _function_env(server.endpoint_url, "x", tmp, code))
     return {"figures": figures, "details": results}

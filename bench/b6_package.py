@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import runtime_venv
+from bench import runtime_venv, shipped
 from bench.common import REPO, log, main_python, run as run_cmd
 from bench.ctx import Ctx, Figure
 
@@ -47,16 +47,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-package-") as tmp:
         root = Path(tmp)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-        for name in ("scripts", "functions", "shared"):
-            shutil.copytree(REPO / name, root / name, ignore=ignore)
-        for name in ("serverless.yml", "package.json", "package-lock.json"):
-            shutil.copy2(REPO / name, root / name)
         log("b6 package: scripts/build_package.sh (pip --platform manylinux cp312) in a scratch copy")
-        build = run_cmd(["bash", "scripts/build_package.sh"], cwd=root, env={**os.environ, "PYTHON": main_python()},
-                        timeout=900)
-        details["build_log"] = build.stdout.strip().splitlines()[-2:]
-        zips = [str(root / "build" / "cctv-classifier.zip")]
+        zips = [str(shipped.build_zip(root))]
         template = None
         sls = REPO / "node_modules" / ".bin" / "serverless"
         if shutil.which("npx") and sls.exists():

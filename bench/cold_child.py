@@ -75,10 +75,12 @@ def function_mode(key: str, variant: str) -> dict:
     import shared.runtime as rt
 
     _wrap(fc, "resolve_version", phases, "resolve_latest")
-    _wrap(fc, "fetch_bundle", phases, "fetch_verify_bundle")
-    _wrap(fc, "Classifier", phases, "onnx_sessions")
+    _wrap(fc, "fetch_manifest", phases, "fetch_manifest")
+    # These two run on the model-load thread, overlapping the frame's download and decode.
+    _wrap(fc, "fetch_files", phases, "fetch_verify_files_bg")
+    _wrap(rt, "open_sessions", phases, "onnx_sessions_bg")
     _wrap(fc, "client_store_factory", phases, "boto3_client")
-    _wrap(rt.Classifier, "predict", phases, "predict")
+    _wrap(rt.Classifier, "predict", phases, "predict_incl_wait")
     _patch_session_options(variant)
     t_patch = time.time()
     bucket = os.environ["BUCKET"]

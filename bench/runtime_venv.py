@@ -20,7 +20,7 @@ from bench.common import CACHE, REPO, log, run
 VENV = CACHE / "venv-runtime"
 
 
-def _boto3_pin() -> str:
+def boto3_pin() -> str:
     for line in (REPO / "requirements.txt").read_text().splitlines():
         if re.match(r"^boto3\s*==", line.strip()):
             return line.split(";")[0].strip()
@@ -28,7 +28,7 @@ def _boto3_pin() -> str:
 
 
 def _wanted() -> str:
-    return (REPO / "functions" / "requirements.txt").read_text() + "\n" + _boto3_pin() + "\n"
+    return (REPO / "functions" / "requirements.txt").read_text() + "\n" + boto3_pin() + "\n"
 
 
 def python() -> Path:
@@ -41,7 +41,7 @@ def ensure() -> Path:
     if python().exists() and stamp.is_file() and stamp.read_text() == digest:
         return python()
     base = getattr(sys, "_base_executable", sys.executable)
-    log(f"building the runtime-only venv {VENV} ({base}; functions/requirements.txt + {_boto3_pin()})")
+    log(f"building the runtime-only venv {VENV} ({base}; functions/requirements.txt + {boto3_pin()})")
     subprocess.run([base, "-m", "venv", "--clear", str(VENV)], check=True)
     req = VENV / "requirements-bench.txt"
     req.write_text(_wanted())

@@ -21,10 +21,10 @@ from typing import Any
 
 from functions.events import ParsedEvent, SourceKind, UnsupportedEventError, parse_event
 from functions.service import ClassifyService, Clock, Outcome, Status, StoreFactory, result_key_for, utc_now
-from shared.bundle import fetch_bundle, resolve_version
+from shared.bundle import fetch_files, fetch_manifest, resolve_version
 from shared.config import FunctionSettings
 from shared.errors import CCTVError, ConfigError
-from shared.runtime import Classifier
+from shared.runtime import Classifier, warm_up
 from shared.storage import ObjectStore, make_client
 
 ClassifierLoader = Callable[[ObjectStore], Classifier]
@@ -34,15 +34,18 @@ log = logging.getLogger("functions.classify")
 
 
 def load_classifier(store: ObjectStore, settings: FunctionSettings) -> Classifier:
-    """Resolve ``latest.json`` (or MODEL_VERSION), fetch and verify the bundle, load it.
+    """Resolve ``latest.json`` (or MODEL_VERSION) and read the manifest; fetch the rest behind.
 
-    Raises a ``BundleError`` when the bundle is missing, tampered with or incompatible.
+    Raises a ``BundleError`` at once when no model is promoted or the manifest is missing,
+    tampered with or incompatible.  The model files are then fetched (each checked against
+    the manifest) and the sessions opened on a thread, while the caller downloads and
+    decodes its first frames; a failure there is raised where the classifier is first used.
     """
     version, manifest_sha256 = resolve_version(store, settings.model_prefix, settings.model_version)
-    bundle_dir, manifest = fetch_bundle(store, settings.model_prefix, version, Path(settings.model_cache_dir),
-                                        manifest_sha256)
-    # fetch_bundle has just verified every checksum; from_dir would hash it all again.
-    return Classifier(bundle_dir, manifest)
+    manifest, manifest_bytes = fetch_manifest(store, settings.model_prefix, version, manifest_sha256)
+    cache = Path(settings.model_cache_dir)
+    return Classifier.in_background(
+        manifest, lambda: fetch_files(store, settings.model_prefix, version, manifest, manifest_bytes, cache))
 
 
 def client_store_factory(settings: FunctionSettings) -> StoreFactory:
@@ -81,7 +84,10 @@ class App:
         once a good bundle has been promoted).
         """
         with self._lock:
+            if self._classifier is not None and getattr(self._classifier, "failed", False):
+                self._classifier = None  # its files or sessions failed to load: try again
             if self._classifier is None:
+                warm_up()  # onnxruntime's set-up overlaps the S3 client's
                 bucket = self.settings.model_bucket or event_bucket
                 self._classifier = self._loader(self.stores(bucket))
                 manifest = self._classifier.manifest

@@ -28,6 +28,8 @@ from shared.errors import CCTVError
 S3_TEST_EVENT = "s3:TestEvent"
 EVENTBRIDGE_CREATED = "Object Created"
 YANDEX_CREATED = "yandex.cloud.events.storage.ObjectCreate"
+# Keys with these extensions (any case) are clips for video mode; everything else is a frame.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 
 
 class UnsupportedEventError(CCTVError):
@@ -41,6 +43,16 @@ class SourceKind(str, enum.Enum):
     SQS = "sqs"
     EVENTBRIDGE = "eventbridge"
     YANDEX = "yandex"
+
+
+def is_video_key(key: str) -> bool:
+    """Whether an object key names a clip for video mode (by extension, any case).
+
+    A folder marker (``clips.mp4/``) and a bare ``.mp4`` are not clips.  It lives here,
+    not in :mod:`functions.video`, so routing a frame never imports the video code.
+    """
+    stem, dot, ext = key.rsplit("/", 1)[-1].rpartition(".")
+    return bool(stem and dot) and f".{ext.lower()}" in VIDEO_EXTENSIONS
 
 
 @dataclasses.dataclass(frozen=True)

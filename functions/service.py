@@ -8,8 +8,8 @@ Still frames are downloaded and decoded in threads and classified in one batch. 
 (keys ending in .mp4, .avi, .mov or .mkv, any case) are handled one at a time by
 :func:`functions.video.process_video`: HEAD, size check, download to a private temp
 folder, classify and annotate, then ``results/<key>.annotated.mp4`` and, last,
-``results/<key>.json``.  PyAV is imported inside ``process_video`` only, so an event of
-frames alone never loads FFmpeg.
+``results/<key>.json``.  :mod:`functions.video` (and PyAV, inside ``process_video``) is
+imported when the first clip arrives, so an event of frames never loads either.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from functions.events import ObjectRef
-from functions.video import check_video_size, is_video_key, process_video, video_workspace
+from functions.events import ObjectRef, is_video_key
 from shared.config import FunctionSettings
 from shared.errors import AccessDeniedError, CCTVError, InvalidImageError, InvalidVideoError, ObjectNotFoundError
 from shared.imaging import decode_image
@@ -254,6 +253,8 @@ class ClassifyService:
             raise ObjectNotFoundError(f"s3://{job.ref.bucket}/{job.ref.key} does not exist (it may have been "
                                       "deleted before it was read).", bucket=job.ref.bucket, key=job.ref.key)
         job.etag, job.size = info.etag, info.size
+        from functions.video import check_video_size, video_workspace
+
         check_video_size(info.size, self.settings.video, job.ref.key)  # before a byte is downloaded
         with video_workspace() as (clip, annotated):
             self._classify_clip(job, clip, annotated)
@@ -391,6 +392,13 @@ def _explain_denied(job: _Job) -> Iterator[None]:
             f"on INPUT_PREFIX, or the {what} was deleted before it was read (without s3:ListBucket, S3 "
             f"reports a missing key as denied); check the policy and whether the {what} still exists.",
             **exc.context) from exc
+
+
+def process_video(clip: Path, classifier: Classifier, **kwargs: Any) -> dict[str, Any]:
+    """:func:`functions.video.process_video`, imported when the first clip arrives."""
+    from functions import video
+
+    return video.process_video(clip, classifier, **kwargs)
 
 
 def _head(store: ObjectStore, key: str) -> ObjectInfo | None:

@@ -42,10 +42,10 @@ from shared.errors import (
     VideoTooLargeError,
     VideoTooLongError,
 )
+from functions.events import VIDEO_EXTENSIONS, is_video_key  # noqa: F401 - part of this module's API
 from shared.imaging import fit_to_input
 
 RESULT_SCHEMA_VERSION = 1
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 BATCH_SIZE = 16
 # Decoded frames wait, unannotated, until their sampled frame is classified; bound the
 # bytes they hold (7 frames of 1080p, 48 of 640x480) rather than their count.
@@ -80,15 +80,6 @@ class FrameClassifier(Protocol):
 
 
 # -- limits and keys ---------------------------------------------------------------------
-
-
-def is_video_key(key: str) -> bool:
-    """Whether an object key names a clip for video mode (by extension, any case).
-
-    A folder marker (``clips.mp4/``) and a bare ``.mp4`` are not clips.
-    """
-    stem, dot, ext = key.rsplit("/", 1)[-1].rpartition(".")
-    return bool(stem and dot) and f".{ext.lower()}" in VIDEO_EXTENSIONS
 
 
 @contextlib.contextmanager

@@ -15,6 +15,8 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LATEST = "latest.json"
 REQUIRED_FILES = ("backbone.onnx", "head.onnx")
+# What shared.runtime.Classifier opens; the function fetches only these (not the reports).
+IMAGENET_CLASSES = "imagenet_classes.json"
+RUNTIME_FILES = (*REQUIRED_FILES, IMAGENET_CLASSES)
+FETCH_THREADS = 4
 _ABSENT = (ObjectNotFoundError, AccessDeniedError)
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -232,38 +238,70 @@ def _checked_version(version: str, source: str) -> str:
 
 
 def fetch_bundle(store: ObjectStore, model_prefix: str, version: str, cache_dir: Path,
-                 manifest_sha256: str | None = None) -> tuple[Path, Manifest]:
-    """Download a bundle into ``cache_dir/<version>`` (reusing verified files) and verify it."""
+                 manifest_sha256: str | None = None, *,
+                 names: Collection[str] | None = RUNTIME_FILES) -> tuple[Path, Manifest]:
+    """Download a bundle into ``cache_dir/<version>`` (reusing verified files), checking every file.
+
+    ``names`` picks the files (default: what the function runs; ``None``: all of them).
+    """
+    manifest, manifest_bytes = fetch_manifest(store, model_prefix, version, manifest_sha256)
+    return fetch_files(store, model_prefix, version, manifest, manifest_bytes, cache_dir, names=names), manifest
+
+
+def fetch_manifest(store: ObjectStore, model_prefix: str, version: str,
+                   manifest_sha256: str | None = None) -> tuple[Manifest, bytes]:
+    """The bundle's manifest from S3, checked against ``latest.json``'s checksum when given."""
+    key = f"{model_prefix}{version}/{MANIFEST}"
+    try:
+        manifest_bytes = store.get(key).body
+    except _ABSENT:
+        raise BundleNotFoundError(f"s3://{store.bucket}/{key} does not exist (or this role may not read it); "
+                                  f"check MODEL_VERSION or {LATEST}.", bucket=store.bucket, key=key) from None
+    if manifest_sha256 is not None and sha256_bytes(manifest_bytes) != manifest_sha256:
+        raise BundleIntegrityError(f"s3://{store.bucket}/{key} does not match the checksum in {LATEST}; the "
+                                   "bundle was altered. Retrain or restore it.", bucket=store.bucket, key=key)
+    return _parse_manifest(manifest_bytes, where=f"s3://{store.bucket}/{model_prefix}{version}/"), manifest_bytes
+
+
+def fetch_files(store: ObjectStore, model_prefix: str, version: str, manifest: Manifest, manifest_bytes: bytes,
+                cache_dir: Path, *, names: Collection[str] | None = RUNTIME_FILES) -> Path:
+    """Make ``cache_dir/<version>`` hold the bundle's files named in ``names``, each checked.
+
+    The files come down in parallel and are hashed as they stream, so each byte is read
+    once; a file already in the cache (a re-used container) is hashed, not fetched.  The
+    manifest is written last.
+    """
     target = cache_dir / version
     target.mkdir(parents=True, exist_ok=True)
     prefix = f"{model_prefix}{version}/"
-    try:
-        manifest_bytes = store.get(prefix + MANIFEST).body
-    except _ABSENT:
-        raise BundleNotFoundError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not exist (or this role may not "
-                                  f"read it); check MODEL_VERSION or {LATEST}.", bucket=store.bucket,
-                                  key=prefix + MANIFEST) from None
-    if manifest_sha256 is not None and sha256_bytes(manifest_bytes) != manifest_sha256:
-        raise BundleIntegrityError(f"s3://{store.bucket}/{prefix}{MANIFEST} does not match the checksum in "
-                                   f"{LATEST}; the bundle was altered. Retrain or restore it.",
-                                   bucket=store.bucket, key=prefix + MANIFEST)
-    manifest = _parse_manifest(manifest_bytes, where=f"s3://{store.bucket}/{prefix}")
-    for name, meta in manifest.files.items():
-        path = target / name
-        if path.is_file() and sha256_file(path) == meta["sha256"]:
-            continue
-        _atomic_write(path, _bundle_file(store, prefix + name))
+    wanted = [(name, meta["sha256"]) for name, meta in manifest.files.items() if names is None or name in names]
+    with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(wanted)))) as pool:
+        list(pool.map(lambda item: _ensure_file(store, prefix + item[0], target / item[0], item[1]), wanted))
     _atomic_write(target / MANIFEST, manifest_bytes)
-    return target, verify_dir(target, manifest_sha256=manifest_sha256)
+    return target
 
 
-def _bundle_file(store: ObjectStore, key: str) -> bytes:
+def _ensure_file(store: ObjectStore, key: str, path: Path, sha256: str) -> None:
+    if path.is_file() and sha256_file(path) == sha256:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    os.close(fd)
     try:
-        return store.get(key).body
-    except _ABSENT:
-        raise BundleIntegrityError(f"s3://{store.bucket}/{key} is listed in the bundle's manifest but cannot be "
-                                   "read; the bundle is incomplete. Retrain or restore it.",
-                                   bucket=store.bucket, key=key) from None
+        digest = hashlib.sha256()
+        try:
+            store.download(key, Path(tmp), digest=digest)
+        except _ABSENT:
+            raise BundleIntegrityError(f"s3://{store.bucket}/{key} is listed in the bundle's manifest but cannot "
+                                       "be read; the bundle is incomplete. Retrain or restore it.",
+                                       bucket=store.bucket, key=key) from None
+        if digest.hexdigest() != sha256:
+            raise BundleIntegrityError(f"s3://{store.bucket}/{key} does not match its sha256 in the manifest; the "
+                                       "bundle was altered or damaged. Retrain or restore it.",
+                                       bucket=store.bucket, key=key)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.bundle import Manifest, verify_dir
+from shared.bundle import IMAGENET_CLASSES, Manifest, verify_dir
 
 FEATURES = "features"
 IMAGENET_PROBS = "imagenet_probs"
@@ -34,6 +37,15 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
+def warm_up() -> None:
+    """Import onnxruntime and build its environment on a thread, ahead of the first session.
+
+    Much of it runs without the GIL, so it overlaps the S3 client set-up that a cold start
+    does meanwhile.
+    """
+    threading.Thread(target=session_options, name="onnxruntime-warm-up", daemon=True).start()
+
+
 def session_options(threads: int | None = None) -> Any:
     import onnxruntime as ort
 
@@ -44,9 +56,11 @@ def session_options(threads: int | None = None) -> Any:
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    # Idle intra-op threads busy-wait by default; between frames that steals the core the
-    # decoder needs (warm p50 19-51 -> 16-18.5 ms measured by `make bench`, same outputs).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Intra-op threads spin while a run is on (fast hand-offs between the graph's ~60
+    # parallel kernels) and stop when it ends, so between frames they do not steal the core
+    # the decoder needs (`make bench`: warm p50 below both "always spin" and "never spin").
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 
@@ -58,45 +72,96 @@ def decide(probs: np.ndarray, classes: list[str], positive: str | None, threshol
     return int(np.argmax(probs))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sessions:
+    backbone: Any
+    head: Any
+    backbone_input: str
+    want: list[str]
+    imagenet_classes: list[str] | None
+
+
+def open_sessions(bundle_dir: Path, manifest: Manifest, threads: int | None = None) -> _Sessions:
+    """Open the backbone and head sessions side by side (onnxruntime releases the GIL while it builds)."""
+    import onnxruntime as ort
+
+    opts = session_options(threads)
+    providers = ["CPUExecutionProvider"]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        head = pool.submit(ort.InferenceSession, str(bundle_dir / "head.onnx"), opts, providers=providers)
+        backbone = ort.InferenceSession(str(bundle_dir / "backbone.onnx"), opts, providers=providers)
+    outputs = [o.name for o in backbone.get_outputs()]
+    want = [FEATURES] + ([IMAGENET_PROBS] if IMAGENET_PROBS in outputs and manifest.has_imagenet_top else [])
+    path = bundle_dir / IMAGENET_CLASSES
+    classes = list(json.loads(path.read_text())) if len(want) > 1 and path.is_file() else None
+    return _Sessions(backbone, head.result(), backbone.get_inputs()[0].name, want, classes)
+
+
 class Classifier:
-    """A loaded bundle. Build it once per process and reuse it for every frame."""
+    """A loaded bundle. Build it once per process and reuse it for every frame.
+
+    ``manifest`` (classes, input size, version) is there at once.  The sessions are either
+    opened in the constructor or, with :meth:`in_background`, on a thread while the caller
+    downloads and decodes its frames; whatever needs them waits for them.
+    """
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.bundle_dir = bundle_dir
         self.manifest = manifest
-        opts = session_options(threads)
-        providers = ["CPUExecutionProvider"]
-        self.backbone = ort.InferenceSession(str(bundle_dir / "backbone.onnx"), opts, providers=providers)
-        self.head = ort.InferenceSession(str(bundle_dir / "head.onnx"), opts, providers=providers)
-        self._backbone_input = self.backbone.get_inputs()[0].name
-        outputs = [o.name for o in self.backbone.get_outputs()]
-        self._want = [FEATURES] + ([IMAGENET_PROBS] if IMAGENET_PROBS in outputs and manifest.has_imagenet_top
-                                   else [])
-        self.imagenet_classes = self._load_imagenet_classes()
+        self._sessions: Future[_Sessions] = Future()
+        self._sessions.set_result(open_sessions(bundle_dir, manifest, threads))
 
     @classmethod
     def from_dir(cls, bundle_dir: Path, *, threads: int | None = None,
                  manifest_sha256: str | None = None) -> Classifier:
         return cls(bundle_dir, verify_dir(bundle_dir, manifest_sha256=manifest_sha256), threads=threads)
 
-    def _load_imagenet_classes(self) -> list[str] | None:
-        path = self.bundle_dir / "imagenet_classes.json"
-        if len(self._want) < 2 or not path.is_file():
-            return None
-        return list(json.loads(path.read_text()))
+    @classmethod
+    def in_background(cls, manifest: Manifest, files: Callable[[], Path], *,
+                      threads: int | None = None) -> Classifier:
+        """Start ``files()`` (which returns the bundle folder) and the sessions on a thread.
+
+        If that fails, the methods that need the sessions raise its error, and
+        :attr:`failed` becomes true so the owner can load again.
+        """
+        self = cls.__new__(cls)
+        self.manifest = manifest
+        self._sessions = Future()
+
+        def load() -> None:
+            try:
+                self._sessions.set_result(open_sessions(files(), manifest, threads))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the sessions
+                self._sessions.set_exception(exc)
+
+        threading.Thread(target=load, name="model-load", daemon=True).start()
+        return self
+
+    @property
+    def failed(self) -> bool:
+        """Whether loading in the background failed (the classifier is then unusable)."""
+        return self._sessions.done() and self._sessions.exception() is not None
+
+    def wait(self) -> Classifier:
+        """Block until the sessions are open; raise the loading error if there was one."""
+        self._sessions.result()
+        return self
+
+    @property
+    def imagenet_classes(self) -> list[str] | None:
+        return self._sessions.result().imagenet_classes
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.manifest.input_size
 
     def features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outs = self.backbone.run(self._want, {self._backbone_input: images})
+        sessions = self._sessions.result()
+        outs = sessions.backbone.run(sessions.want, {sessions.backbone_input: images})
         return outs[0], (outs[1] if len(outs) > 1 else None)
 
     def head_probabilities(self, features: np.ndarray) -> np.ndarray:
-        return self.head.run([HEAD_PROBABILITIES], {HEAD_INPUT: features.astype(np.float32, copy=False)})[0]
+        head = self._sessions.result().head
+        return head.run([HEAD_PROBABILITIES], {HEAD_INPUT: features.astype(np.float32, copy=False)})[0]
 
     def predict(self, images: np.ndarray, *, top_k: int = 3) -> list[Prediction]:
         """Classify a uint8 batch ``(N, H, W, 3)``."""
@@ -111,9 +176,10 @@ class Classifier:
         m = self.manifest
         idx = decide(probs, m.classes, m.positive_class, m.threshold)
         top = None
-        if imagenet is not None and self.imagenet_classes is not None:
+        classes = self.imagenet_classes
+        if imagenet is not None and classes is not None:
             order = np.argsort(-imagenet)[:top_k]
-            top = [{"class": self.imagenet_classes[j], "probability": round(float(imagenet[j]), 6)} for j in order]
+            top = [{"class": classes[j], "probability": round(float(imagenet[j]), 6)} for j in order]
         return Prediction(
             label=m.classes[idx],
             probability=round(float(probs[idx]), 6),

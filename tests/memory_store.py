@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from shared.errors import ObjectNotFoundError, VideoTooLargeError
 from shared.storage import ObjectData, ObjectInfo, ObjectStore
@@ -38,10 +39,12 @@ class MemoryStore(ObjectStore):
             raise ObjectNotFoundError(f"s3://{self.bucket}/{key} does not exist.", bucket=self.bucket, key=key)
         return ObjectData(key, self._etag(key), len(self.objects[key]), self.objects[key])
 
-    def download(self, key: str, path: Path, *, max_bytes: int) -> ObjectInfo:
+    def download(self, key: str, path: Path, *, max_bytes: int | None = None, digest: Any = None) -> ObjectInfo:
         self.downloads.append(key)
         data = self.get(key)
-        if data.size > max_bytes:
+        if digest is not None:
+            digest.update(data.body)
+        if max_bytes is not None and data.size > max_bytes:
             raise VideoTooLargeError(f"s3://{self.bucket}/{key} is too large.", bucket=self.bucket, key=key,
                                      size=data.size)
         Path(path).write_bytes(data.body)

@@ -428,8 +428,10 @@ def test_handling_an_event_imports_no_heavy_library(store: ObjectStore, model: s
         assert classify._app is None, "the handler must not be built at import time"
         response = classify.handler(json.loads(sys.argv[1]), None)
         heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[3].split(",")))
+        video_code = "functions.video" in sys.modules
         clip = classify.handler(json.loads(sys.argv[2]), None)  # the control: a clip does load PyAV
-        print(json.dumps({"response": response, "heavy": heavy, "clip": clip, "av_after_clip": "av" in sys.modules}))
+        print(json.dumps({"response": response, "heavy": heavy, "video_code": video_code, "clip": clip,
+                          "av_after_clip": "av" in sys.modules}))
     """)
     env = {**os.environ, "BUCKET": store.bucket, "S3_ENDPOINT_URL": str(s3_settings.endpoint_url),
            "MODEL_CACHE_DIR": str(tmp_path / "subprocess-cache"), "PYTHONPATH": str(REPO)}
@@ -439,6 +441,7 @@ def test_handling_an_event_imports_no_heavy_library(store: ObjectStore, model: s
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []  # after a frame event: no training stack, and no FFmpeg
+    assert out["video_code"] is False  # nor the video module (a lazy import on the cold path)
     assert out["response"]["records"]["ok"] == 1
     assert result(store)["status"] == "ok"
     assert out["clip"]["records"]["ok"] == 1 and out["av_after_clip"] is True

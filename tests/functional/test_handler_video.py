@@ -34,11 +34,11 @@ class FlakyDownloads(ObjectStore):
         super().__init__(client, bucket)
         self.flaky = flaky
 
-    def download(self, key: str, path: Path, *, max_bytes: int) -> ObjectInfo:
+    def download(self, key: str, path: Path, **kwargs: Any) -> ObjectInfo:
         if key in self.flaky:
             raise TransientStorageError(f"The object store failed on s3://{self.bucket}/{key} (503) after "
                                         "retries; retry later.", bucket=self.bucket, key=key)
-        return super().download(key, path, max_bytes=max_bytes)
+        return super().download(key, path, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from shared.errors import (
     BundleIntegrityError,
     BundleNotFoundError,
 )
-from shared.storage import ObjectData, ObjectStore, make_client
+from shared.storage import ObjectData, ObjectInfo, ObjectStore, make_client
 
 VERSION = "20240102-030405"
 MODEL_PREFIX = "models/"
@@ -48,6 +48,7 @@ FIELDS = {
     "backbone": {"name": "mobilenet_v2", "input_size": [224, 160], "has_imagenet_top": False},
     "decoder_version": "1",
 }
+RUNTIME = ("backbone.onnx", "head.onnx")  # the runtime files (RUNTIME_FILES) this bundle has
 CONTENT = {
     "backbone.onnx": b"\x08\x07backbone" * 50,
     "head.onnx": b"\x08\x07head" * 20,
@@ -265,6 +266,10 @@ class CountingStore(ObjectStore):
         self.gets.append(key)
         return super().get(key, max_bytes=max_bytes)
 
+    def download(self, key: str, path: Path, **kwargs: Any) -> ObjectInfo:
+        self.gets.append(key)
+        return super().download(key, path, **kwargs)
+
     def put(self, key: str, body: bytes, **kwargs: Any) -> str:
         self.puts.append(key)
         return super().put(key, body, **kwargs)
@@ -352,20 +357,30 @@ def test_fetch_bundle_downloads_and_verifies(store: CountingStore, uploaded: str
     target, manifest = fetch_bundle(store, MODEL_PREFIX, version, tmp_path / "cache", manifest_sha)
     assert target == tmp_path / "cache" / VERSION
     assert manifest.version == VERSION and manifest.classes == FIELDS["classes"]
+    for name in RUNTIME:
+        assert (target / name).read_bytes() == CONTENT[name]
+    # The function fetches what it runs, not the reports.
+    assert sorted(p.name for p in target.iterdir()) == sorted([*RUNTIME, MANIFEST])
+    assert sha((target / MANIFEST).read_bytes()) == uploaded
+    assert not [p.name for p in target.iterdir() if p.name.startswith(".part-")]  # no temp files left
+
+
+def test_fetch_bundle_can_fetch_every_file(store: CountingStore, uploaded: str, tmp_path: Path) -> None:
+    target, manifest = fetch_bundle(store, MODEL_PREFIX, VERSION, tmp_path / "cache", uploaded, names=None)
     for name, data in CONTENT.items():
         assert (target / name).read_bytes() == data
-    assert sha((target / MANIFEST).read_bytes()) == uploaded
+    assert verify_dir(target, manifest_sha256=uploaded) == manifest
     assert not [p.name for p in target.iterdir() if p.name.startswith(".part-")]  # no temp files left
 
 
 def test_fetch_bundle_reuses_verified_cached_files(store: CountingStore, uploaded: str, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     target, _ = fetch_bundle(store, MODEL_PREFIX, VERSION, cache, uploaded)
-    inodes = {name: (target / name).stat().st_ino for name in CONTENT}
+    inodes = {name: (target / name).stat().st_ino for name in RUNTIME}
     store.gets.clear()
     fetch_bundle(store, MODEL_PREFIX, VERSION, cache, uploaded)
     assert store.gets == [f"{MODEL_PREFIX}{VERSION}/{MANIFEST}"]  # only the manifest is read again
-    assert {name: (target / name).stat().st_ino for name in CONTENT} == inodes  # files not rewritten
+    assert {name: (target / name).stat().st_ino for name in RUNTIME} == inodes  # files not rewritten
 
 
 def test_fetch_bundle_replaces_a_damaged_cached_file(store: CountingStore, uploaded: str, tmp_path: Path) -> None:

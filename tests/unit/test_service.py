@@ -71,7 +71,7 @@ class FakeProcessVideo:
 
 
 class FlakyDownloads(MemoryStore):
-    def download(self, key: str, path: Path, *, max_bytes: int) -> Any:
+    def download(self, key: str, path: Path, **kwargs: Any) -> Any:
         raise TransientStorageError(f"The object store failed on s3://{self.bucket}/{key} (503) after retries; "
                                     "retry later.", bucket=self.bucket, key=key)
 

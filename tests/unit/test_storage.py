@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore import exceptions as bce
 from botocore.stub import Stubber
@@ -147,8 +146,6 @@ def test_missing_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    # boto3's default session caches the credentials it resolved for earlier clients.
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     store = ObjectStore(make_client(S3Settings(endpoint_url="http://127.0.0.1:9", region="us-east-1")), BUCKET)
     with pytest.raises(CredentialsError) as info:
         store.get("incoming/a.jpg")
