@@ -2,7 +2,7 @@
 
 ``training.features.extract`` (S3 GET + ``decode_image`` on 8 worker threads, overlapped
 with batched Keras inference) on a labelled set in a moto S3 server, against the same
-Keras model (``model.predict_on_batch``, batch 32, what ``training.fit`` uses) on the
+Keras model (``keras_backbone.feature_function``, batch 32, what ``training.fit`` uses) on the
 same frames already decoded into memory.  Ratio = raw seconds / extract seconds
 (1.0 = S3 and decoding cost nothing).  Pairs alternate (raw, extract, raw, ...).
 
@@ -72,7 +72,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
     from shared.storage import ObjectStore, make_client
     from training.dataset import list_dataset
     from training.features import extract, load_frame
-    from training.keras_backbone import build_model, resolve_weights
+    from training.keras_backbone import build_model, feature_function, resolve_weights
 
     figures: list[Figure] = []
     details: dict[str, Any] = {"per_backbone": {}, "batch_size": BATCH, "workers": 8}
@@ -84,7 +84,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         moto_pid = server.process.pid  # type: ignore[union-attr]
         for backbone in ctx.backbones:
             heavy = backbone != "mobilenet_v2"
-            n = (32 if heavy else 96) if ctx.quick else (48 if heavy else 128)
+            n = (32 if heavy else 128) if ctx.quick else (48 if heavy else 256)
             reps = 2 if ctx.quick else (ctx.reps if heavy else ctx.reps + 1)
             prefix = f"{backbone}/crops/"
             source = _seed(store, prefix, n, "crops")
@@ -97,9 +97,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             choice = resolve_weights(spec, weights, home=home or Path("/nonexistent"), seed=42)
             model = build_model(spec, choice, seed=42)
 
-            def fn(batch: np.ndarray) -> np.ndarray:  # exactly training.fit._featurise's backbone
-                out = model.predict_on_batch(batch)
-                return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
+            fn = feature_function(model, spec)  # exactly training.fit._featurise's backbone
 
             arrays = [load_frame(store, item, spec.input_size, limits) for item in items]
             fn(np.stack(arrays[:BATCH]))  # trace + warm

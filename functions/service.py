@@ -228,7 +228,10 @@ class ClassifyService:
     # -- stages -------------------------------------------------------------------------
 
     def _prepare(self, job: _Job) -> None:
-        existing = self._existing_result(job)
+        # A first SQS delivery cannot have a result of its own yet: skip the HEAD (one S3
+        # request of four per frame).  A duplicate S3 notification would be classified
+        # again, to the same answer; _write still guards a good result against a deletion.
+        existing = None if job.ref.first_delivery else self._existing_result(job)
         if existing is not None:
             job.finish(Status.SKIPPED, result=existing)
             return
@@ -312,7 +315,10 @@ class ClassifyService:
             job.batch_size = len(ready)
 
     def _write(self, job: _Job) -> None:
-        if isinstance(job.error, (ObjectNotFoundError, AccessDeniedError)) and job.result_exists:
+        gone = isinstance(job.error, (ObjectNotFoundError, AccessDeniedError))
+        if gone and job.ref.first_delivery and job.annotated_key is None:
+            job.result_exists = _head(job.store, job.result_key) is not None  # not looked at in _prepare
+        if gone and job.result_exists:
             # A repeated delivery of a frame deleted (or hidden) since: keep the result it has.
             job.finish(Status.SKIPPED, error=job.error)
             return

@@ -31,7 +31,7 @@ from training.cli import FitConfig, config_from_args
 from training.dataset import Dataset, Item, check_folds, list_dataset
 from training.features import ExtractionStats, Unreadable, extract, load_frame
 from training.head import CVResult, check_not_chance, cross_validate, fit_final
-from training.keras_backbone import WeightsChoice, build_model, keras_home, resolve_weights
+from training.keras_backbone import WeightsChoice, build_model, feature_function, keras_home, resolve_weights
 
 Clock = Callable[[], dt.datetime]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",
@@ -113,11 +113,7 @@ def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: Ba
         feats, todo = cache.lookup(dataset.items)
     hits = len(feats)
 
-    def backbone(batch: np.ndarray) -> np.ndarray:
-        out = model.predict_on_batch(batch)
-        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
-
-    new, unreadable, stats = extract(todo, store, backbone, size=spec.input_size, limits=config.limits,
+    new, unreadable, stats = extract(todo, store, feature_function(model, spec), size=spec.input_size, limits=config.limits,
                                      batch_size=config.batch_size, workers=config.workers, progress=config.progress)
     if cache is not None:
         cache.add(todo, new)
