@@ -7,8 +7,11 @@ graph) and gives ``features`` and, when the bundle has ImageNet top weights,
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import json
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +59,9 @@ def session_options(threads: int | None = None) -> Any:
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    # Pre-planned activation buffers (the "memory pattern") cost ResNet50 ~70 MB at a batch
+    # of 10 and bought no speed on either backbone (`make bench`); the arena still reuses memory.
+    opts.enable_mem_pattern = False
     # Intra-op threads spin while a run is on (fast hand-offs between the graph's ~60
     # parallel kernels) and stop when it ends, so between frames they do not steal the core
     # the decoder needs (`make bench`: warm p50 below both "always spin" and "never spin").
@@ -94,7 +100,21 @@ def open_sessions(bundle_dir: Path, manifest: Manifest, threads: int | None = No
     want = [FEATURES] + ([IMAGENET_PROBS] if IMAGENET_PROBS in outputs and manifest.has_imagenet_top else [])
     path = bundle_dir / IMAGENET_CLASSES
     classes = list(json.loads(path.read_text())) if len(want) > 1 and path.is_file() else None
-    return _Sessions(backbone, head.result(), backbone.get_inputs()[0].name, want, classes)
+    sessions = _Sessions(backbone, head.result(), backbone.get_inputs()[0].name, want, classes)
+    _return_free_heap()
+    return sessions
+
+
+def _return_free_heap() -> None:
+    """Give the OS back the heap that building the sessions used and freed (glibc only).
+
+    onnxruntime parses the model and transforms its weights in temporary buffers; glibc
+    keeps the freed pages, so a 98 MB ResNet50 left the process 130 MB larger than it
+    needed to be for as long as it ran.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class Classifier:
