@@ -25,13 +25,12 @@ from bench.common import CACHE, REPO, log, main_python, run
 from bench.runtime_venv import boto3_pin
 
 VENV = CACHE / "venv-lambda"
-INPUTS = ("functions", "shared", "scripts/build_package.sh")
+INPUTS = ("functions", "shared", "scripts/build_package.sh", "scripts/lib.sh")
 
 
 def find_python312() -> str | None:
-    """The same search as scripts/build_package.sh: $PYTHON312, python3.12, pyenv's 3.12."""
-    out = subprocess.run(["bash", "-c", 'source <(sed -n "/^find_python312()/,/^}/p" scripts/build_package.sh); '
-                          "[[ $(uname -m) == x86_64 ]] && find_python312"], cwd=REPO, text=True,
+    """scripts/lib.sh's search, as the build uses it: $PYTHON312, python3.12, pyenv's 3.12."""
+    out = subprocess.run(["bash", "-c", "source scripts/lib.sh && find_python312"], cwd=REPO, text=True,
                          capture_output=True)
     return out.stdout.strip() or None
 

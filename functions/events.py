@@ -66,9 +66,6 @@ class ObjectRef:
     version_id: str | None = None
     # The SQS messageId that carried it: what batchItemFailures must name.
     message_id: str | None = None
-    # SQS says this message is delivered for the first time (ApproximateReceiveCount 1), so
-    # no earlier attempt can have written a result for it.
-    first_delivery: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,21 +127,12 @@ def _parse_records(records: list[Any]) -> ParsedEvent:
         item_id = _sqs_message_id(record) or f"Records[{index}]"
         try:
             if is_sqs:
-                before = len(out.refs)
                 _sqs_message(record, item_id, out)
-                if _receive_count(record) == 1:
-                    out.refs[before:] = [dataclasses.replace(r, first_delivery=True) for r in out.refs[before:]]
             else:
                 _s3_record(record, None, out)
         except UnsupportedEventError as exc:
             out.bad.append(BadMessage(item_id, exc.message))
     return out.result(SourceKind.SQS if is_sqs else SourceKind.S3)
-
-
-def _receive_count(record: Any) -> int | None:
-    attributes = record.get("attributes") if isinstance(record, Mapping) else None
-    count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
-    return int(count) if isinstance(count, str) and count.isdigit() else None
 
 
 def _sqs_message_id(record: Any) -> str | None:

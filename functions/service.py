@@ -1,7 +1,8 @@
 """The core of the function: object references in, one result document per input out.
 
 No platform event shapes, no environment and no model loading here: the caller hands
-in the settings, a store per bucket, a loaded classifier and a clock.  Each record ends
+in the settings, a store per bucket, a classifier (whose sessions may still be opening
+on a thread: only inference waits for them) and a clock.  Each record ends
 in exactly one :class:`Outcome`; a bad record never affects the others.
 
 Still frames are downloaded and decoded in threads and classified in one batch.  Clips
@@ -148,7 +149,7 @@ class _Job:
 
 
 class ClassifyService:
-    """Classifies the records of one event with an already loaded classifier."""
+    """Classifies the records of one event with a given classifier."""
 
     def __init__(self, settings: FunctionSettings, stores: StoreFactory, classifier: Classifier,
                  clock: Clock = utc_now) -> None:
@@ -228,10 +229,7 @@ class ClassifyService:
     # -- stages -------------------------------------------------------------------------
 
     def _prepare(self, job: _Job) -> None:
-        # A first SQS delivery cannot have a result of its own yet: skip the HEAD (one S3
-        # request of four per frame).  A duplicate S3 notification would be classified
-        # again, to the same answer; _write still guards a good result against a deletion.
-        existing = None if job.ref.first_delivery else self._existing_result(job)
+        existing = self._existing_result(job)
         if existing is not None:
             job.finish(Status.SKIPPED, result=existing)
             return
@@ -249,6 +247,8 @@ class ClassifyService:
         existing = self._existing_result(job)
         if existing is not None:
             job.finish(Status.SKIPPED, result=existing)
+            return
+        if not self._model_ready(job):
             return
         with _explain_denied(job):
             info = job.store.head(job.ref.key)
@@ -277,6 +277,19 @@ class ClassifyService:
         assert job.annotated_key is not None
         job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self._metadata(job))
         job.timings["upload"] = _ms_since(started)
+
+    def _model_ready(self, job: _Job) -> bool:
+        """Wait for the model, which may still be loading; if that failed, the clip is retried.
+
+        Whatever the loading error (a damaged bundle, a storage fault), it is not the clip's
+        fault, so it must never end up in the clip's result (frames get the same in _infer).
+        """
+        try:
+            self.classifier.wait()
+        except Exception as exc:  # noqa: BLE001 - any loading failure: retry the record later
+            job.finish(Status.FAILED, error=exc)
+            return False
+        return True
 
     def _existing_result(self, job: _Job) -> dict[str, Any] | None:
         """The stored result if it already answers this delivery (same bytes, same model)."""
@@ -315,10 +328,7 @@ class ClassifyService:
             job.batch_size = len(ready)
 
     def _write(self, job: _Job) -> None:
-        gone = isinstance(job.error, (ObjectNotFoundError, AccessDeniedError))
-        if gone and job.ref.first_delivery and job.annotated_key is None:
-            job.result_exists = _head(job.store, job.result_key) is not None  # not looked at in _prepare
-        if gone and job.result_exists:
+        if isinstance(job.error, (ObjectNotFoundError, AccessDeniedError)) and job.result_exists:
             # A repeated delivery of a frame deleted (or hidden) since: keep the result it has.
             job.finish(Status.SKIPPED, error=job.error)
             return

@@ -28,6 +28,8 @@ from typing import Any, Protocol, TextIO
 import numpy as np
 from PIL import Image
 
+from functions.events import VIDEO_EXTENSIONS, is_video_key  # noqa: F401 - part of this module's API
+
 # VideoLimits and the InvalidVideoError family live in shared/ (the cloud function uses them
 # too); they are re-exported here, so `from functions.video import VideoLimits` keeps working.
 from shared.config import VideoLimits
@@ -42,7 +44,6 @@ from shared.errors import (
     VideoTooLargeError,
     VideoTooLongError,
 )
-from functions.events import VIDEO_EXTENSIONS, is_video_key  # noqa: F401 - part of this module's API
 from shared.imaging import fit_to_input
 
 RESULT_SCHEMA_VERSION = 1

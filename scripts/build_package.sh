@@ -18,6 +18,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -59,22 +60,15 @@ find "$DEPS/numpy" "$DEPS/onnxruntime" -depth -type d \( -name tests -o -name te
 # imports are compiled (about half the bytecode of everything), to stay well inside 250 MB.
 # The .pyc are for CPython 3.12 (the runtime in serverless.yml) and "unchecked-hash": the zip's
 # fixed timestamps would defeat mtime-checked ones, and the zip never changes once deployed.
-find_python312() {
-    local candidates=("${PYTHON312:-}" python3.12) c
-    if command -v pyenv >/dev/null; then candidates+=("$(pyenv root)"/versions/3.12*/bin/python3.12); fi
-    for c in "${candidates[@]}"; do
-        if [[ -n $c ]] && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
-            echo "$c"; return 0
-        fi
-    done
-    return 1
-}
 PYC=build/pyc
 rm -rf "$PYC"
 PY312=$(find_python312 || true)
-if [[ $(uname -m) == x86_64 && -n $PY312 ]]; then
-    echo "build_package: compiling the cold path's modules with $PY312 into $PYC"
-    "$PY312" -I -S - "$DEPS" "$PYC" <<'PY'
+# Optional: a CPython 3.12 that cannot load the wheels (glibc < 2.28, musl) only costs the bytecode.
+if [[ -z $PY312 ]]; then
+    echo "build_package: WARNING: no CPython 3.12 on an x86_64 host (set PYTHON312): the package ships" \
+         "without bytecode, so each cold start compiles the Python sources again" >&2
+elif ! "$PY312" -I -S -B - "$DEPS" "$PYC" <<'PY'
+import importlib
 import importlib.util
 import py_compile
 import sys
@@ -83,11 +77,11 @@ from pathlib import Path
 deps, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 repo = Path.cwd().resolve()
 sys.path[:0] = [str(deps), str(repo)]
+# What a frame event imports, then what the first clip adds (functions.video imports lazily).
+for name in ("functions.classify", "shared.runtime", "onnxruntime", "functions.video", "functions.annotate",
+             "av", "av.video.reformatter", "PIL.ImageDraw", "PIL.ImageFont"):
+    importlib.import_module(name)
 import PIL.Image  # noqa: E402
-import onnxruntime  # noqa: E402, F401
-import functions.classify  # noqa: E402, F401
-import functions.video  # noqa: E402, F401
-import av  # noqa: E402, F401
 
 PIL.Image.init()  # the image plugins, which Image.open imports on first use
 n = 0
@@ -103,17 +97,19 @@ for module in list(sys.modules.values()):
                                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
             n += 1
             break
-print(f"build_package: {n} modules compiled")
+print(f"build_package: {n} modules compiled with {sys.executable}")
 PY
-else
-    echo "build_package: WARNING: no CPython 3.12 on an x86_64 host (set PYTHON312): the package ships" \
-         "without bytecode, so each cold start compiles the Python sources again" >&2
+then
+    echo "build_package: WARNING: $PY312 could not import the vendored packages; the package ships without" \
+         "bytecode" >&2
+    rm -rf "$PYC"
 fi
 
 # Zip deterministically (sorted entries, fixed timestamps, normalised modes) so an unchanged
 # build produces a byte-identical artifact and `serverless deploy` can skip the upload.
 "$PYTHON" - "$DEPS" "$ARTIFACT" "$PYC" <<'PY'
 import fnmatch
+import importlib.util
 import os
 import stat
 import sys
@@ -152,7 +148,7 @@ for code_dir in CODE_DIRS:
 
 if pyc.is_dir():  # __pycache__/*.cpython-312.pyc of the cold path, next to their sources
     for path, arcname in walk(pyc, pyc, set(), ()):
-        if arcname.removesuffix(".pyc").rsplit(".", 1)[0].replace("/__pycache__", "") + ".py" not in files:
+        if importlib.util.source_from_cache(arcname) not in files:
             sys.exit(f"build_package: {arcname} has no source in the package")
         files[arcname] = path
 

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,8 @@ REQUIRED_FILES = ("backbone.onnx", "head.onnx")
 IMAGENET_CLASSES = "imagenet_classes.json"
 RUNTIME_FILES = (*REQUIRED_FILES, IMAGENET_CLASSES)
 FETCH_THREADS = 4
+PART_PREFIX = ".part-"
+PART_MAX_AGE_S = 15 * 60  # longer than a Lambda invocation can live
 _ABSENT = (ObjectNotFoundError, AccessDeniedError)
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -273,6 +276,7 @@ def fetch_files(store: ObjectStore, model_prefix: str, version: str, manifest: M
     """
     target = cache_dir / version
     target.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(target)
     prefix = f"{model_prefix}{version}/"
     wanted = [(name, meta["sha256"]) for name, meta in manifest.files.items() if names is None or name in names]
     with ThreadPoolExecutor(max_workers=max(1, min(FETCH_THREADS, len(wanted)))) as pool:
@@ -282,9 +286,10 @@ def fetch_files(store: ObjectStore, model_prefix: str, version: str, manifest: M
 
 
 def _ensure_file(store: ObjectStore, key: str, path: Path, sha256: str) -> None:
+    """Keep ``path`` if it hashes to ``sha256``; else stream ``key`` into it, hashing on the way."""
     if path.is_file() and sha256_file(path) == sha256:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX)
     os.close(fd)
     try:
         digest = hashlib.sha256()
@@ -299,13 +304,27 @@ def _ensure_file(store: ObjectStore, key: str, path: Path, sha256: str) -> None:
                                        "bundle was altered or damaged. Retrain or restore it.",
                                        bucket=store.bucket, key=key)
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Remove downloads that a killed process left half-written (a Lambda timeout, say).
+
+    ``/tmp`` outlives a restarted runtime; without this, repeated timeouts could fill it.
+    A part younger than PART_MAX_AGE_S may belong to another process's fetch and is kept.
+    """
+    cutoff = time.time() - PART_MAX_AGE_S
+    for part in folder.glob(f"{PART_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

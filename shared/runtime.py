@@ -143,18 +143,22 @@ class Classifier:
         If that fails, the methods that need the sessions raise its error, and
         :attr:`failed` becomes true so the owner can load again.
         """
-        self = cls.__new__(cls)
-        self.manifest = manifest
-        self._sessions = Future()
+        sessions: Future[_Sessions] = Future()
 
         def load() -> None:
             try:
-                self._sessions.set_result(open_sessions(files(), manifest, threads))
+                sessions.set_result(open_sessions(files(), manifest, threads))
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the sessions
-                self._sessions.set_exception(exc)
+                sessions.set_exception(exc)
 
         threading.Thread(target=load, name="model-load", daemon=True).start()
-        return self
+        return cls._with(manifest, sessions)
+
+    @classmethod
+    def _with(cls, manifest: Manifest, sessions: Future[_Sessions]) -> Classifier:
+        clf = cls.__new__(cls)  # __init__ opens the sessions itself; these are on their way
+        clf.manifest, clf._sessions = manifest, sessions
+        return clf
 
     @property
     def failed(self) -> bool:

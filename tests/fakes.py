@@ -143,18 +143,13 @@ def s3_event(bucket: str, keys: list[str], *, etags: list[str | None] | None = N
     return {"Records": records}
 
 
-def sqs_event(bucket: str, keys: list[str], *, bodies: dict[int, str] | None = None,
-              receive_count: int = 1) -> dict[str, Any]:
-    """An SQS batch, one S3 notification per message; ``bodies`` overrides some raw bodies.
-
-    ``receive_count`` > 1 makes it a redelivery of the same messages.
-    """
+def sqs_event(bucket: str, keys: list[str], *, bodies: dict[int, str] | None = None) -> dict[str, Any]:
+    """An SQS batch, one S3 notification per message; ``bodies`` overrides some raw bodies."""
     template = load_event("sqs_s3_put")["Records"][0]
     records = []
     for i, key in enumerate(keys):
         record = copy.deepcopy(template)
         record["messageId"] = f"msg-{i:04d}"
-        record["attributes"]["ApproximateReceiveCount"] = str(receive_count)
         record["body"] = (bodies or {}).get(i) or json.dumps(s3_event(bucket, [key]))
         records.append(record)
     return {"Records": records}

@@ -113,7 +113,8 @@ def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: Ba
         feats, todo = cache.lookup(dataset.items)
     hits = len(feats)
 
-    new, unreadable, stats = extract(todo, store, feature_function(model, spec), size=spec.input_size, limits=config.limits,
+    backbone = feature_function(model, spec)
+    new, unreadable, stats = extract(todo, store, backbone, size=spec.input_size, limits=config.limits,
                                      batch_size=config.batch_size, workers=config.workers, progress=config.progress)
     if cache is not None:
         cache.add(todo, new)

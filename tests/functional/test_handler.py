@@ -256,60 +256,25 @@ def test_keys_outside_the_input_prefix_are_ignored(settings: FunctionSettings, s
 
 
 @pytest.mark.parametrize("make_event", [
-    lambda bucket, etag, attempt: s3_event(bucket, [KEY], etags=[etag]),
-    lambda bucket, etag, attempt: sqs_event(bucket, [KEY], receive_count=attempt),
-    lambda bucket, etag, attempt: yandex_event(bucket, [KEY]),
+    lambda bucket, etag: s3_event(bucket, [KEY], etags=[etag]),
+    lambda bucket, etag: sqs_event(bucket, [KEY]),
+    lambda bucket, etag: yandex_event(bucket, [KEY]),
 ], ids=["s3-with-etag", "sqs-without-etag", "yandex"])
 def test_repeated_delivery_leaves_the_result_alone(app: classify.App, store: ObjectStore, s3_client: Any,
-                                                   make_event: Callable[[str, str, int], dict[str, Any]]) -> None:
+                                                   make_event: Callable[[str, str], dict[str, Any]]) -> None:
     etag = put(store, KEY)
-    app.handle(make_event(store.bucket, etag, 1), None)
+    event = make_event(store.bucket, etag)
+    app.handle(event, None)
     first = s3_client.head_object(Bucket=store.bucket, Key=RESULT_KEY)
     first_doc = result(store)
 
-    app.handle(make_event(store.bucket, etag, 2), None)
-    app.handle(json.loads(json.dumps(make_event(store.bucket, etag, 3))), None)
+    app.handle(event, None)
+    app.handle(json.loads(json.dumps(event)), None)
 
     again = s3_client.head_object(Bucket=store.bucket, Key=RESULT_KEY)
     assert (again["ETag"], again["LastModified"]) == (first["ETag"], first["LastModified"])
     assert result(store) == first_doc
     assert [k for k in all_keys(store) if k.startswith("results/")] == [RESULT_KEY]
-
-
-class HeadCountingStore(ObjectStore):
-    def __init__(self, client: Any, bucket: str, heads: list[str]) -> None:
-        super().__init__(client, bucket)
-        self.heads = heads
-
-    def head(self, key: str) -> Any:
-        self.heads.append(key)
-        return super().head(key)
-
-
-def test_a_first_sqs_delivery_skips_the_result_head(settings: FunctionSettings, s3_client: Any,
-                                                    store: ObjectStore, model: str) -> None:
-    heads: list[str] = []
-    handler = make_handler(settings, stores=lambda b: HeadCountingStore(s3_client, b, heads))
-    put(store, KEY)
-    assert handler(sqs_event(store.bucket, [KEY]), None) == {"batchItemFailures": []}
-    assert RESULT_KEY not in heads  # nothing can be there yet: no request spent on it
-    first = result(store)
-    # A duplicate S3 notification (a new message, so also a first delivery) is classified
-    # again, to the same answer; a redelivery of the message looks first and skips.
-    handler(sqs_event(store.bucket, [KEY]), None)
-    assert result(store)["label"] == first["label"] and result(store)["probability"] == first["probability"]
-    heads.clear()
-    handler(sqs_event(store.bucket, [KEY], receive_count=2), None)
-    assert heads[0] == RESULT_KEY  # (then the frame's own HEAD: an S3 event via SQS carries no ETag here)
-
-
-def test_a_first_delivery_of_a_deleted_frame_keeps_an_existing_result(app: classify.App,
-                                                                      store: ObjectStore) -> None:
-    put(store, KEY)
-    app.handle(sqs_event(store.bucket, [KEY]), None)
-    store.client.delete_object(Bucket=store.bucket, Key=KEY)
-    app.handle(sqs_event(store.bucket, [KEY]), None)  # a duplicate notification, after the deletion
-    assert result(store)["status"] == "ok"
 
 
 def test_new_bytes_under_the_same_key_are_classified_again(app: classify.App, store: ObjectStore) -> None:

@@ -228,6 +228,27 @@ def test_transient_download_fault_names_only_that_message(settings: FunctionSett
     assert store.get_json("results/b.mp4.json")["status"] == "ok"
 
 
+def test_a_damaged_bundle_is_retried_for_clips_and_frames_never_reported_as_theirs(
+        settings: FunctionSettings, s3_client: Any, store: ObjectStore, model: str, clips: Path) -> None:
+    # The model files load on a thread while the records are fetched; their failure must send
+    # every record back for a retry, not become an error result that blames the clip or frame.
+    upload(store, "incoming/a.mp4", clips / "switch.mp4")
+    store.put("incoming/c.jpg", frame(RED))
+    head = store.get("models/tiny-v1/head.onnx").body
+    store.put("models/tiny-v1/head.onnx", head + b"\0")
+    handler = make_handler(settings, stores=lambda b: ObjectStore(s3_client, b))
+    event = sqs_event(store.bucket, ["incoming/a.mp4", "incoming/c.jpg"])
+
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "msg-0000"},
+                                                          {"itemIdentifier": "msg-0001"}]}
+    assert not [o.key for o in store.list("results/")]
+
+    store.put("models/tiny-v1/head.onnx", head)  # restored: the redelivery is classified
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert store.get_json("results/a.mp4.json")["status"] == "ok"
+    assert store.get_json("results/c.jpg.json")["status"] == "ok"
+
+
 def test_transient_fault_on_a_clip_is_raised_for_direct_invocations(settings: FunctionSettings, s3_client: Any,
                                                                     store: ObjectStore, model: str,
                                                                     clips: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -371,6 +373,19 @@ def test_fetch_bundle_can_fetch_every_file(store: CountingStore, uploaded: str, 
         assert (target / name).read_bytes() == data
     assert verify_dir(target, manifest_sha256=uploaded) == manifest
     assert not [p.name for p in target.iterdir() if p.name.startswith(".part-")]  # no temp files left
+
+
+def test_fetch_bundle_removes_parts_a_killed_fetch_left_behind(store: CountingStore, uploaded: str,
+                                                               tmp_path: Path) -> None:
+    target = tmp_path / "cache" / VERSION
+    target.mkdir(parents=True)
+    stale, fresh = target / ".part-killed", target / ".part-running"
+    stale.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fetch_bundle(store, MODEL_PREFIX, VERSION, tmp_path / "cache", uploaded)
+    assert not stale.exists()
+    assert fresh.exists()  # may be another process's download in progress
 
 
 def test_fetch_bundle_reuses_verified_cached_files(store: CountingStore, uploaded: str, tmp_path: Path) -> None:
