@@ -1,11 +1,13 @@
 """Benchmark 1: cold start of the function against the Keras path, in the same run.
 
-Function: a fresh process in the runtime-only venv imports ``functions.classify``, and its
-``handler`` gets an S3 event for a 960x576 JPEG under ``incoming/``: it builds the App from
-the environment, resolves ``models/latest.json``, fetches and verifies the bundle from a
-moto S3 server into an empty ``MODEL_CACHE_DIR``, opens the ONNX sessions, classifies the
-frame and writes ``results/...json``.  Measured: spawn -> handler returned (the result is
-in S3), and spawn -> process exited.
+Function: a fresh CPython 3.12 process with boto3 alone (what the Lambda runtime has), with
+the deployment zip unpacked on ``PYTHONPATH`` (``bench.shipped``: the shipped modules and
+bytecode, as ``/var/task``), imports ``functions.classify``, and its ``handler`` gets an S3
+event for a 960x576 JPEG under ``incoming/``: it builds the App from the environment,
+resolves ``models/latest.json``, fetches and checks the bundle from a moto S3 server into
+an empty ``MODEL_CACHE_DIR``, opens the ONNX sessions, classifies the frame and writes
+``results/...json``.  Measured: spawn -> handler returned (the result is in S3).  Without a
+CPython 3.12 it falls back to the runtime-only venv and the repo (and says so in the JSON).
 
 Keras: a fresh process in the development venv builds the same backbone with the same
 weights (``training.keras_backbone.build_model``), loads the LightGBM head (``head.txt``),

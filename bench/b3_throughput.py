@@ -43,7 +43,7 @@ TARGET_RSS_MB = 350.0
 UPLOAD_THREADS = 8
 # Paced upload: at most this many frames queued, as from cameras uploading continuously.
 WINDOW = 40
-# The alternative run through the stack (full run, MobileNetV2): the change proposed in docs/performance.md.
+# The alternative run through the stack (full run, MobileNetV2): a session option measured against the shipped one.
 ALT_NAME = "ORT allow_spinning=0"
 ALT_ORT = "no-spin"
 
@@ -236,7 +236,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         # ResNet50 cannot come near the target (its inference alone is ~50-90 ms a frame here): 300 frames.
         n_run = min(n_main, 300) if heavy else n_main
         # Shipped config in every run; full run, MobileNetV2: one more (300 frames) with ORT allow_spinning=0
-        # (the proposed change) between two shipped runs.
+        # (the alternative) between two shipped runs.
         plan = [("shipped", n_run)] if (ctx.quick or heavy) else [("shipped", n_run), (ALT_NAME, 300),
                                                                   ("shipped", n_run)]
         with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp, \
@@ -283,7 +283,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
             figures.append(Figure(3, f"local stack throughput, {n_run} frames in one burst (frames/s)", backbone,
                                   f">= {TARGET_FPS:g}/s", f"{b:.1f} /s (1 run)", b >= TARGET_FPS, {"median": b, "n": 1}))
         if figures_alt is not None:
-            figures.append(Figure(3, f"  same, {ALT_NAME} ({figures_alt['frames']} frames; proposed)",
+            figures.append(Figure(3, f"  same, {ALT_NAME} ({figures_alt['frames']} frames; alternative)",
                                   backbone, "-", f"{figures_alt['fps']:.1f} /s (1 run)", None,
                                   {"median": figures_alt["fps"], "n": 1}))
         checked = [*runs, *alt] + ([per["burst_run"]] if "burst_run" in per else [])

@@ -1,16 +1,14 @@
 """Cold-path alternatives measured in process (benchmark 1): bundle fetch and session creation.
 
-Fetch (a warm boto3 client against the moto bucket, a fresh cache folder each time):
-  * ``shipped``: ``shared.bundle.fetch_bundle`` - every file in the manifest (reports,
-    PNGs, head.txt included), one GET after another, then ``verify_dir`` re-reads and
-    hashes every file;
-  * ``runtime files``: only what ``Classifier`` opens (manifest, backbone.onnx, head.onnx,
-    imagenet_classes.json), each hashed in memory as it arrives (one hash pass, no re-read);
-  * ``runtime files, 4 parallel GETs``: the same on 4 threads;
-  * ``... streamed``: each body read in 1 MB chunks, hashed and written as it arrives;
-  * ``cached, shipped`` / ``cached, one hash``: the bundle already in the cache folder
-    (a re-initialised container): shipped hashes every file twice (the reuse check, then
-    ``verify_dir``); the prototype hashes each runtime file once.
+Fetch (a warm S3 client against the moto bucket, a fresh cache folder each time):
+  * ``shipped``: ``shared.bundle.fetch_bundle`` - the manifest, then the runtime files
+    (backbone.onnx, head.onnx, imagenet_classes.json) on 4 threads, each streamed in 1 MB
+    chunks and hashed as it arrives;
+  * ``every file``: the same with ``names=None`` (reports and PNGs too), as before;
+  * ``runtime files, sequential / 4 parallel GETs, hash in memory``: whole bodies, hashed
+    once in memory (no streaming);
+  * ``cached in /tmp``: the bundle already in the cache folder (a re-initialised
+    container): shipped hashes each runtime file once and GETs only the manifest.
 
 Sessions (the ONNX Runtime sessions of ``Classifier``, backbone + head):
   * ``shipped``: ORT_ENABLE_ALL on the exported graph;
@@ -58,35 +56,6 @@ def _fetch_runtime(store: Any, prefix: str, target: Path, threads: int) -> None:
             one(item)
 
 
-def _fetch_streamed(store: Any, prefix: str, target: Path, threads: int) -> None:
-    """Runtime files on parallel GETs, each streamed in 1 MB chunks: hash and write as bytes arrive."""
-    manifest = json.loads(store.get(prefix + "manifest.json").body)
-    files = {n: m for n, m in manifest["files"].items() if n in RUNTIME_FILES}
-
-    def one(item: tuple[str, dict[str, Any]]) -> None:
-        name, meta = item
-        resp = store.client.get_object(Bucket=store.bucket, Key=prefix + name)
-        digest = hashlib.sha256()
-        with open(target / name, "wb") as out:
-            for chunk in resp["Body"].iter_chunks(1 << 20):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != meta["sha256"]:
-            raise RuntimeError(f"{name}: checksum mismatch")
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, files.items()))
-
-
-def _check_cached_once(target: Path) -> None:
-    manifest = json.loads((target / "manifest.json").read_bytes())
-    for name, meta in manifest["files"].items():
-        if name in RUNTIME_FILES:
-            digest = hashlib.sha256((target / name).read_bytes()).hexdigest()
-            if digest != meta["sha256"]:
-                raise RuntimeError(f"{name}: checksum mismatch")
-
-
 def fetch_alternatives(store: Any, version: str, reps: int) -> dict[str, Any]:
     from shared.bundle import fetch_bundle
 
@@ -98,11 +67,13 @@ def fetch_alternatives(store: Any, version: str, reps: int) -> dict[str, Any]:
         fetch_bundle(store, "models/", version, warm)
         for r in range(reps):
             cases = {
-                "shipped (all files, sequential, hash after)": lambda d: fetch_bundle(store, "models/", version, d),
+                "shipped: runtime files, 4 parallel GETs, streamed hashing": lambda d: fetch_bundle(
+                    store, "models/", version, d),
+                "every file (names=None), 4 parallel GETs, streamed hashing": lambda d: fetch_bundle(
+                    store, "models/", version, d, names=None),
                 "runtime files, sequential, hash in memory": lambda d: _fetch_runtime(store, prefix, _mk(d / version), 1),
-                "runtime files, 4 parallel GETs": lambda d: _fetch_runtime(store, prefix, _mk(d / version), 4),
-                "runtime files, 4 parallel GETs, streamed (hash while downloading)":
-                    lambda d: _fetch_streamed(store, prefix, _mk(d / version), 4),
+                "runtime files, 4 parallel GETs, hash in memory": lambda d: _fetch_runtime(
+                    store, prefix, _mk(d / version), 4),
             }
             for name, fn in cases.items():
                 d = root / f"{r}-{len(times)}-{abs(hash(name)) % 10_000}"
@@ -113,11 +84,8 @@ def fetch_alternatives(store: Any, version: str, reps: int) -> dict[str, Any]:
                 shutil.rmtree(d)
             t0 = time.perf_counter()
             fetch_bundle(store, "models/", version, warm)
-            times.setdefault("cached in /tmp, shipped (GET manifest, hash twice)", []).append(
+            times.setdefault("cached in /tmp, shipped (GET manifest, hash runtime files once)", []).append(
                 (time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            _check_cached_once(warm / version)
-            times.setdefault("cached in /tmp, hash runtime files once", []).append((time.perf_counter() - t0) * 1000)
     return {k: summary(v, 1) for k, v in times.items()}
 
 

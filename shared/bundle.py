@@ -1,6 +1,7 @@
 """The model bundle: a folder (or S3 prefix) that describes itself.
 
-A bundle holds ``backbone.onnx``, ``head.onnx`` and ``manifest.json`` (plus reports).
+A bundle holds ``backbone.onnx`` (with its weights in ``backbone.onnx.data``), ``head.onnx``
+and ``manifest.json`` (plus reports).
 The manifest records a sha256 for every other file; ``models/latest.json`` records the
 manifest's own sha256, so a tampered manifest is caught as well.  No pickle anywhere.
 """
@@ -36,7 +37,10 @@ LATEST = "latest.json"
 REQUIRED_FILES = ("backbone.onnx", "head.onnx")
 # What shared.runtime.Classifier opens; the function fetches only these (not the reports).
 IMAGENET_CLASSES = "imagenet_classes.json"
-RUNTIME_FILES = (*REQUIRED_FILES, IMAGENET_CLASSES)
+# The backbone's weights as ONNX external data, beside backbone.onnx (bundles made before
+# this have them inside backbone.onnx and no such file).
+BACKBONE_WEIGHTS = "backbone.onnx.data"
+RUNTIME_FILES = (*REQUIRED_FILES, BACKBONE_WEIGHTS, IMAGENET_CLASSES)
 FETCH_THREADS = 4
 PART_PREFIX = ".part-"
 PART_MAX_AGE_S = 15 * 60  # longer than a Lambda invocation can live

@@ -59,8 +59,10 @@ def test_bundle_files_checksums_and_manifest(trained: dict[str, Any]) -> None:
     store, out, latest = trained["store"], trained["out"], trained["latest"]
     version = latest["version"]
     keys = {o.key.rsplit("/", 1)[1] for o in store.list(f"models/{version}/")}
-    assert {"manifest.json", "backbone.onnx", "head.onnx", "head.txt", "report.json", "report.md",
-            "confusion_matrix.png", "roc.png"} <= keys
+    assert {"manifest.json", "backbone.onnx", "backbone.onnx.data", "head.onnx", "head.txt", "report.json",
+            "report.md", "confusion_matrix.png", "roc.png"} <= keys
+    # The graph is small; its weights are the external-data file beside it (mapped by onnxruntime).
+    assert (out / "backbone.onnx").stat().st_size < 1_000_000 < (out / "backbone.onnx.data").stat().st_size
     manifest = bundle.verify_dir(out, manifest_sha256=latest["manifest_sha256"])
     raw = manifest.raw
     assert raw["schema_version"] == bundle.SCHEMA_VERSION and raw["version"] == version
