@@ -107,6 +107,9 @@ def session_alternatives(bundle_dir: Path, frame: np.ndarray, reps: int) -> dict
             opts = session_options()
             opts.graph_optimization_level = level
             opts.optimized_model_filepath = str(Path(tmp) / f"backbone.{name}.onnx")
+            # The weights are external data: the saved graph gets its own weights file beside it.
+            opts.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                          f"backbone.{name}.onnx.data")
             ort.InferenceSession(str(bundle_dir / "backbone.onnx"), opts, providers=["CPUExecutionProvider"])
             pre[name] = Path(opts.optimized_model_filepath)
         cases = {
@@ -136,7 +139,8 @@ def session_alternatives(bundle_dir: Path, frame: np.ndarray, reps: int) -> dict
                 if reference is None:
                     reference = feats
                 out.setdefault("max_abs_feature_diff", {})[name] = float(np.max(np.abs(feats - reference)))
-        out["sizes_mb"] = {name: round(path.stat().st_size / 1e6, 1) for name, (path, _) in cases.items()}
+        out["sizes_mb"] = {name: round(sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6, 1)
+                           for name, (path, _) in cases.items()}
         for name, rec in times.items():
             out[name] = {k: summary(v, 1) for k, v in rec.items()}
     return out

@@ -43,8 +43,8 @@ class Prediction:
 def warm_up() -> None:
     """Import onnxruntime and build its environment on a thread, ahead of the first session.
 
-    Much of it runs without the GIL, so it overlaps the S3 client set-up that a cold start
-    does meanwhile.
+    Part of that runs without the GIL, so it can overlap the S3 client set-up that a cold
+    start does meanwhile (60-130 ms saved in isolation; within noise in whole cold starts).
     """
     threading.Thread(target=session_options, name="onnxruntime-warm-up", daemon=True).start()
 
