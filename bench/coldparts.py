@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.common import summary
 
-RUNTIME_FILES = ("backbone.onnx", "head.onnx", "imagenet_classes.json")
+from shared.bundle import RUNTIME_FILES  # noqa: E402 - the same files the function fetches
 
 
 def _fetch_runtime(store: Any, prefix: str, target: Path, threads: int) -> None:
