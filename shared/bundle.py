@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -293,12 +293,10 @@ def _ensure_file(store: ObjectStore, key: str, path: Path, sha256: str) -> None:
     """Keep ``path`` if it hashes to ``sha256``; else stream ``key`` into it, hashing on the way."""
     if path.is_file() and sha256_file(path) == sha256:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX)
-    os.close(fd)
-    try:
+    with _replacing(path) as tmp:
         digest = hashlib.sha256()
         try:
-            store.download(key, Path(tmp), digest=digest)
+            store.download(key, tmp, digest=digest)
         except _ABSENT:
             raise BundleIntegrityError(f"s3://{store.bucket}/{key} is listed in the bundle's manifest but cannot "
                                        "be read; the bundle is incomplete. Retrain or restore it.",
@@ -307,11 +305,6 @@ def _ensure_file(store: ObjectStore, key: str, path: Path, sha256: str) -> None:
             raise BundleIntegrityError(f"s3://{store.bucket}/{key} does not match its sha256 in the manifest; the "
                                        "bundle was altered or damaged. Retrain or restore it.",
                                        bucket=store.bucket, key=key)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _remove_stale_parts(folder: Path) -> None:
@@ -327,16 +320,26 @@ def _remove_stale_parts(folder: Path) -> None:
                 part.unlink()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that becomes ``path`` if the block succeeds, else goes.
+
+    Readers never see a half-written file, only the old one or the new one.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _content_type(name: str) -> str:
