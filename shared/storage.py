@@ -17,6 +17,7 @@ from shared.config import S3Settings
 from shared.errors import (
     AccessDeniedError,
     BucketNotFoundError,
+    CCTVError,
     ConfigError,
     CredentialsError,
     ImageTooLargeError,
@@ -168,13 +169,8 @@ class ObjectStore:
 
     def get(self, key: str, *, max_bytes: int | None = None) -> ObjectData:
         """Read a whole object; refuse before reading the body if it exceeds ``max_bytes``."""
-        resp = self._call(key, self.client.get_object, Key=key)
-        size = int(resp["ContentLength"])
-        if max_bytes is not None and size > max_bytes:
-            resp["Body"].close()
-            raise ImageTooLargeError(
-                f"s3://{self.bucket}/{key} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
-                "send a smaller frame or raise MAX_IMAGE_BYTES.", bucket=self.bucket, key=key, size=size)
+        resp, size = self._get_within(key, max_bytes, ImageTooLargeError,
+                                      "send a smaller frame or raise MAX_IMAGE_BYTES")
         from botocore import exceptions as bce
 
         try:
@@ -182,6 +178,17 @@ class ObjectStore:
         except (bce.BotoCoreError, bce.ClientError) as exc:
             raise translate(exc, bucket=self.bucket, key=key) from exc
         return ObjectData(key, resp["ETag"].strip('"'), size, body)
+
+    def _get_within(self, key: str, max_bytes: int | None, too_large: type[CCTVError],
+                    advice: str) -> tuple[dict[str, Any], int]:
+        """GET ``key`` and refuse it, before reading the body, if it exceeds ``max_bytes``."""
+        resp = self._call(key, self.client.get_object, Key=key)
+        size = int(resp["ContentLength"])
+        if max_bytes is not None and size > max_bytes:
+            resp["Body"].close()
+            raise too_large(f"s3://{self.bucket}/{key} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
+                            f"{advice}.", bucket=self.bucket, key=key, size=size)
+        return resp, size
 
     def download(self, key: str, path: Path, *, max_bytes: int | None = None,
                  digest: Digest | None = None) -> ObjectInfo:
@@ -192,13 +199,8 @@ class ObjectStore:
         chunk as it arrives, so checking a large file costs no second read.  The ETag and size
         are the GET's, i.e. those of the bytes written.
         """
-        resp = self._call(key, self.client.get_object, Key=key)
-        size = int(resp["ContentLength"])
-        if max_bytes is not None and size > max_bytes:
-            resp["Body"].close()
-            raise VideoTooLargeError(
-                f"s3://{self.bucket}/{key} is {size:,} bytes, over the {max_bytes:,}-byte limit; "
-                "send a shorter clip or raise MAX_VIDEO_BYTES.", bucket=self.bucket, key=key, size=size)
+        resp, size = self._get_within(key, max_bytes, VideoTooLargeError,
+                                      "send a shorter clip or raise MAX_VIDEO_BYTES")
         from botocore import exceptions as bce
 
         try:

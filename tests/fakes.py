@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import numpy as np
 
+from functions.classify import load_classifier
 from shared.bundle import Manifest, promote, sha256_file, upload_bundle, write_manifest
+from shared.config import FunctionSettings
+from shared.runtime import Classifier
 from shared.storage import ObjectStore
 
 OPSET = 17
@@ -173,3 +177,26 @@ def yandex_event(bucket: str, keys: list[str]) -> dict[str, Any]:
         message["details"].update(bucket_id=bucket, object_id=key)
         messages.append(message)
     return {"messages": messages}
+
+
+class TickingClock:
+    """A clock that moves one second per reading, so a rewritten result would show it."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2024, 6, 1, 10, 0, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        moment, self.now = self.now, self.now + timedelta(seconds=1)
+        return moment
+
+
+class CountingLoader:
+    """The real model loader, counting its calls (the model must load once per container)."""
+
+    def __init__(self, settings: FunctionSettings) -> None:
+        self.settings = settings
+        self.calls = 0
+
+    def __call__(self, store: ObjectStore) -> Classifier:
+        self.calls += 1
+        return load_classifier(store, self.settings)

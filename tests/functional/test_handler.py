@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from PIL import Image
 
 from devstack.samples import jpeg_bytes
 from functions import classify
-from functions.classify import load_classifier, make_handler
+from functions.classify import make_handler
 from functions.events import UnsupportedEventError
 from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.errors import (
@@ -33,6 +32,8 @@ from shared.errors import (
 from shared.runtime import Classifier
 from shared.storage import ObjectData, ObjectStore
 from tests.fakes import (
+    CountingLoader,
+    TickingClock,
     build_tiny_bundle,
     eventbridge_event,
     load_event,
@@ -48,27 +49,6 @@ RESULT_KEY = "results/cam 1/frame+1 100%/Ünïcode-ключ.jpg.json"
 # Never on the still-frame path; PyAV (av, FFmpeg) only once a clip arrives.
 HEAVY = ("tensorflow", "keras", "lightgbm", "scipy", "sklearn", "av")
 RED, BLUE = (220, 30, 30), (30, 30, 220)
-
-
-class TickingClock:
-    """A clock that moves one second per reading, so a rewritten result would show it."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2024, 6, 1, 10, 0, 0, tzinfo=timezone.utc)
-
-    def __call__(self) -> datetime:
-        moment, self.now = self.now, self.now + timedelta(seconds=1)
-        return moment
-
-
-class CountingLoader:
-    def __init__(self, settings: FunctionSettings) -> None:
-        self.settings = settings
-        self.calls = 0
-
-    def __call__(self, store: ObjectStore) -> Classifier:
-        self.calls += 1
-        return load_classifier(store, self.settings)
 
 
 class FlakyStore(ObjectStore):
@@ -89,18 +69,6 @@ class FlakyStore(ObjectStore):
 def settings(tmp_path: Path, s3_settings: S3Settings) -> FunctionSettings:
     return FunctionSettings(model_cache_dir=str(tmp_path / "cache"), s3=s3_settings, max_workers=4,
                             limits=DecodeLimits(max_bytes=200_000, max_pixels=1_000_000))
-
-
-@pytest.fixture()
-def model(store: ObjectStore, tmp_path: Path) -> str:
-    build_tiny_bundle(tmp_path / "bundle")
-    return publish_bundle(store, tmp_path / "bundle")
-
-
-@pytest.fixture()
-def app(settings: FunctionSettings, s3_client: Any, model: str) -> classify.App:
-    return classify.App(settings, stores=lambda b: ObjectStore(s3_client, b),
-                        loader=CountingLoader(settings), clock=TickingClock())
 
 
 def frame(colour: tuple[int, int, int] = RED) -> bytes:

@@ -19,8 +19,8 @@ from shared.errors import TransientStorageError
 from shared.runtime import Classifier
 from shared.storage import ObjectInfo, ObjectStore
 from tests import video_fakes as vf
-from tests.fakes import build_tiny_bundle, publish_bundle, s3_event, sqs_event, yandex_event
-from tests.functional.test_handler import RED, CountingLoader, TickingClock, all_keys, frame
+from tests.fakes import s3_event, sqs_event, yandex_event
+from tests.functional.test_handler import RED, all_keys, frame
 
 CLIP = "incoming/cam 1/Gate+2 ночь.MP4"
 CLIP_JSON = "results/cam 1/Gate+2 ночь.MP4.json"
@@ -56,18 +56,6 @@ def settings(tmp_path: Path, s3_settings: S3Settings) -> FunctionSettings:
     return FunctionSettings(model_cache_dir=str(tmp_path / "cache"), s3=s3_settings, max_workers=4,
                             limits=DecodeLimits(max_bytes=200_000, max_pixels=1_000_000),
                             video=VideoLimits(max_bytes=2_000_000, max_duration_s=30.0))
-
-
-@pytest.fixture()
-def model(store: ObjectStore, tmp_path: Path) -> str:
-    build_tiny_bundle(tmp_path / "bundle")
-    return publish_bundle(store, tmp_path / "bundle")
-
-
-@pytest.fixture()
-def app(settings: FunctionSettings, s3_client: Any, model: str) -> classify.App:
-    return classify.App(settings, stores=lambda b: ObjectStore(s3_client, b),
-                        loader=CountingLoader(settings), clock=TickingClock())
 
 
 def upload(store: ObjectStore, key: str, path: Path) -> str:
