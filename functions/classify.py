@@ -24,7 +24,7 @@ from functions.service import ClassifyService, Clock, Outcome, Status, StoreFact
 from shared.bundle import fetch_files, fetch_manifest, resolve_version
 from shared.config import FunctionSettings
 from shared.errors import CCTVError, ConfigError
-from shared.runtime import Classifier, warm_up
+from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
 
 ClassifierLoader = Callable[[ObjectStore], Classifier]
@@ -84,10 +84,9 @@ class App:
         once a good bundle has been promoted).
         """
         with self._lock:
-            if self._classifier is not None and getattr(self._classifier, "failed", False):
+            if self._classifier is not None and self._classifier.failed:
                 self._classifier = None  # its files or sessions failed to load: try again
             if self._classifier is None:
-                warm_up()  # onnxruntime's set-up overlaps the S3 client's
                 bucket = self.settings.model_bucket or event_bucket
                 self._classifier = self._loader(self.stores(bucket))
                 manifest = self._classifier.manifest

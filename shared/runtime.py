@@ -40,15 +40,6 @@ class Prediction:
         return dataclasses.asdict(self)
 
 
-def warm_up() -> None:
-    """Import onnxruntime and build its environment on a thread, ahead of the first session.
-
-    Part of that runs without the GIL, so it can overlap the S3 client set-up that a cold
-    start does meanwhile (60-130 ms saved in isolation; within noise in whole cold starts).
-    """
-    threading.Thread(target=session_options, name="onnxruntime-warm-up", daemon=True).start()
-
-
 def session_options(threads: int | None = None) -> Any:
     import onnxruntime as ort
 
