@@ -171,7 +171,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 return _spawn([main_python(), CHILD, "keras", backbone, weights, str(frame_path),
                                str(bdir / "head.txt")], kenv)
 
-            log(f"b1 cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
+            log(f"cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
             fn_runs: list[dict[str, Any]] = []
             keras_runs: list[dict[str, Any]] = []
             for i in range(max(fn_reps, keras_reps)):
@@ -227,7 +227,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 from bench import coldparts
                 from shared.imaging import decode_image
 
-                log(f"b1 cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
+                log(f"cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
                 per["fetch_alternatives_ms"] = coldparts.fetch_alternatives(store, manifest.version, 3)
                 per["session_alternatives"] = coldparts.session_alternatives(
                     bdir, decode_image(frame, manifest.input_size), 3)
