@@ -83,14 +83,14 @@ def _import_profile(py: str, env: dict[str, str]) -> dict[str, Any]:
                            "import functions.classify, boto3, onnxruntime, botocore.client"],
                           cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
     wanted = {"functions.classify", "numpy", "PIL.Image", "onnxruntime", "boto3", "botocore.client",
-              "functions.service", "functions.video", "functions.events", "shared.runtime", "shared.bundle"}
+              "functions.service", "functions.video.pipeline", "functions.events", "shared.runtime", "shared.bundle"}
     out: dict[str, Any] = {}
     for row in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", row)
         if m and m.group(4) in wanted and m.group(4) not in out:
             out[m.group(4)] = round(int(m.group(2)) / 1000, 1)
     code = ("import time, numpy, PIL.Image, shared.imaging, shared.runtime, functions.events; "
-            "t = time.perf_counter(); import functions.video; print((time.perf_counter() - t) * 1000)")
+            "t = time.perf_counter(); import functions.video.pipeline; print((time.perf_counter() - t) * 1000)")
     marginal = []
     for _ in range(5):
         p = subprocess.run([py, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, timeout=60)
