@@ -16,12 +16,12 @@ $(STAMP): requirements.txt functions/requirements.txt
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m functions.local $(ARGS)
+	$(PY) -m devstack $(ARGS)
 
 test: venv
 	$(PY) -m pytest $(ARGS)
 
-# The performance benchmarks (issue 4); not part of the tests. ARGS=--quick for a smoke run.
+# The performance benchmarks (bench/, docs/performance.md); not part of the tests. ARGS=--quick for a smoke run.
 bench: venv
 	$(PY) -m bench $(ARGS)
 

@@ -1,4 +1,4 @@
-"""``python -m bench``: the performance benchmarks (issue 4).  Not part of the test suite.
+"""``python -m bench``: the performance benchmarks.  Not part of the test suite.
 
     .venv/bin/python -m bench            # everything, about 10 minutes (first run also trains two bundles)
     .venv/bin/python -m bench --quick    # fewer repetitions and no alternatives, about 3-4 minutes
@@ -27,8 +27,8 @@ from typing import Any
 from bench.common import BACKBONES, REPO, RESULTS, log, machine, main_python, table, versions
 from bench.ctx import Ctx
 
-MODULES = {1: "bench.b1_cold", 2: "bench.b2_warm", 3: "bench.b3_throughput", 4: "bench.b4_featurise",
-           5: "bench.b5_decode", 6: "bench.b6_package"}
+MODULES = {1: "bench.cold_start", 2: "bench.warm_latency", 3: "bench.throughput", 4: "bench.featurisation",
+           5: "bench.large_frame_decode", 6: "bench.package_size"}
 # Benchmark 7 (memory) is measured inside benchmark 3.
 TITLES = {1: "cold start", 2: "warm per-frame latency", 3: "throughput through the local stack + 7 memory",
           4: "training featurisation", 5: "large-frame decode", 6: "package size"}

@@ -1,4 +1,4 @@
-"""One cold start, in a fresh process.  Run by ``bench.b1_cold``; prints one JSON line.
+"""One cold start, in a fresh process.  Run by ``bench.cold_start``; prints one JSON line.
 
 ``function`` mode (the runtime-only venv): import ``functions.classify`` and call its
 module-level ``handler`` with an S3 event for one frame under ``incoming/``; the App

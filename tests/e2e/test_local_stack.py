@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from functions.local import BUCKET, LocalStack
+from devstack.stack import BUCKET, LocalStack
 from shared.config import DecodeLimits, VideoLimits
 from shared.errors import TransientStorageError
 from shared.storage import ObjectStore
@@ -271,6 +271,6 @@ def test_a_real_cctv_clip_end_to_end(kit: Path, tmp_path: Path) -> None:
         assert doc["video"]["frames_decoded"] == frames and doc["partial"] is None
         assert doc["sampling"]["mode"] == "fps" and 140 <= doc["video"]["frames_sampled"] <= 160
         assert decode_mp4(stack.store.get(doc["annotated_key"]).body) == (size, frames, "h264")
-        print(f"\n  {name} through the local stack: {elapsed:.1f} s, {doc['timings']['frames_per_s']} frames/s")
+        print(f"\n  {name} through the local stack: {elapsed:.1f} s, {doc['throughput']['frames_per_s']} frames/s")
     finally:
         stack.__exit__(None, None, None)

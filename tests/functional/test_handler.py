@@ -21,13 +21,13 @@ from PIL import Image
 from devstack.samples import jpeg_bytes
 from functions import classify
 from functions.classify import make_handler
-from functions.events import UnsupportedEventError
 from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.errors import (
     AccessDeniedError,
     BundleIncompatibleError,
     BundleIntegrityError,
     TransientStorageError,
+    UnsupportedEventError,
 )
 from shared.runtime import Classifier
 from shared.storage import ObjectData, ObjectStore

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from functions.events import ObjectRef, SourceKind, UnsupportedEventError, parse_event
+from functions.events import ObjectRef, SourceKind, parse_event
+from shared.errors import UnsupportedEventError
 from tests.fakes import load_event
 
 # The key in every file under tests/events/: a space, '+', '%' and non-ASCII letters.

@@ -101,7 +101,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
 
             arrays = [load_frame(store, item, spec.input_size, limits) for item in items]
             fn(np.stack(arrays[:BATCH]))  # trace + warm
-            log(f"b4 featurisation, {backbone}: {len(items)} images ({source}), {reps} x (raw, extract)")
+            log(f"featurisation, {backbone}: {len(items)} images ({source}), {reps} x (raw, extract)")
 
             def extract_once(workers: int = 8, its: list[Any] = items) -> dict[str, Any]:
                 c0 = _cpu(moto_pid)

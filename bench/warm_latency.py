@@ -105,7 +105,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                          "max_abs_feature_diff": float(np.max(np.abs(f_draft - f_full))),
                          "labels_agree": bool(np.array_equal(base.head_probabilities(f_draft).argmax(1),
                                                              base.head_probabilities(f_full).argmax(1)))}
-        log(f"b2 warm latency, {backbone}: {rounds} rounds x {n_frames} frames"
+        log(f"warm latency, {backbone}: {rounds} rounds x {n_frames} frames"
             + (f"; {len(FRAME_VARIANTS) - 1} frame variants x {n_variant}, backbone variants, batches" if n_variant else ""))
         per_round: list[dict[str, float]] = []
         frame_variants: dict[str, list[dict[str, float]]] = {}

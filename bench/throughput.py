@@ -1,6 +1,6 @@
 """Benchmarks 3 and 7: throughput through the local stack, and the function process's peak RSS.
 
-``functions.local.LocalStack`` creates the moto server (its own process), the bucket, the
+``devstack.stack.LocalStack`` creates the moto server (its own process), the bucket, the
 queue and the ``incoming/`` -> SQS notification, and publishes the cached bundle.  The
 worker + real handler run in a separate process (``bench/worker_child.py``, runtime-only
 venv), so its peak RSS is the function's.  This process uploads 1,000 frames to
@@ -206,7 +206,7 @@ def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> di
                   ("pipelined service (batch 1)", "baseline", "pipelined")]
     n = (50 if heavy else 100) if not ctx.quick else (30 if heavy else 60)
     rounds = 1 if ctx.quick else 2
-    log(f"b3 function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
+    log(f"throughput, function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in range(rounds):
         for name, ort, service in specs:
@@ -221,7 +221,7 @@ def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> di
 
 
 def run(ctx: Ctx) -> dict[str, Any]:
-    from functions.local import LocalStack
+    from devstack.stack import LocalStack
 
     n_main = 300 if ctx.quick else 1000
     figures: list[Figure] = []
@@ -243,7 +243,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 LocalStack(bundle_dir=bdir, batch_size=10, visibility_timeout=120,
                            model_cache_dir=Path(tmp) / "unused", env=repo_env()) as stack:
             stack.ensure_model(quiet=True)
-            log(f"b3 throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
+            log(f"throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
                 f"{', '.join(f'{name} ({n})' for name, n in plan)}" + (f"; then 1 x {n_main} in one burst" if ctx.burst else ""))
             runs, alt, mems = [], [], []
             for i, (name, n) in enumerate(plan):
@@ -292,6 +292,6 @@ def run(ctx: Ctx) -> dict[str, Any]:
                               f"{min(r['results_ok'] for r in runs)} of {n_run} (every run: "
                               f"{', '.join(str(r['results_ok']) + '/' + str(r['frames']) for r in checked)})", complete))
         rss = max(m["peak_rss_mb"] for m in mems)
-        figures.append(Figure(7, "function process peak RSS during b3 (MB)", backbone, f"<= {TARGET_RSS_MB:g} MB",
+        figures.append(Figure(7, "function process peak RSS during the throughput run (MB)", backbone, f"<= {TARGET_RSS_MB:g} MB",
                               f"{rss:.0f} MB", rss <= TARGET_RSS_MB, {"median": rss, "min": rss, "max": rss, "n": 1}))
     return {"figures": figures, "details": details}

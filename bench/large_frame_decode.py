@@ -68,7 +68,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
     cases.append((FRAME_SIZE, small, "the 960x576 frame of benchmarks 1-3"))
     for size, data, source in cases:
         n = 3 if size[0] > 3000 else 10
-        log(f"b5 decode {size[0]}x{size[1]} ({source}): {rounds} rounds x {n} decodes each way")
+        log(f"large-frame decode {size[0]}x{size[1]} ({source}): {rounds} rounds x {n} decodes each way")
         draft, full = [], []
         for _ in range(rounds):
             draft.append(_median_ms(decoders.shipped, data, n))

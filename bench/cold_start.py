@@ -83,14 +83,14 @@ def _import_profile(py: str, env: dict[str, str]) -> dict[str, Any]:
                            "import functions.classify, boto3, onnxruntime, botocore.client"],
                           cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
     wanted = {"functions.classify", "numpy", "PIL.Image", "onnxruntime", "boto3", "botocore.client",
-              "functions.service", "functions.video", "functions.events", "shared.runtime", "shared.bundle"}
+              "functions.service", "functions.video.pipeline", "functions.events", "shared.runtime", "shared.bundle"}
     out: dict[str, Any] = {}
     for row in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", row)
         if m and m.group(4) in wanted and m.group(4) not in out:
             out[m.group(4)] = round(int(m.group(2)) / 1000, 1)
     code = ("import time, numpy, PIL.Image, shared.imaging, shared.runtime, functions.events; "
-            "t = time.perf_counter(); import functions.video; print((time.perf_counter() - t) * 1000)")
+            "t = time.perf_counter(); import functions.video.pipeline; print((time.perf_counter() - t) * 1000)")
     marginal = []
     for _ in range(5):
         p = subprocess.run([py, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, timeout=60)
@@ -171,7 +171,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 return _spawn([main_python(), CHILD, "keras", backbone, weights, str(frame_path),
                                str(bdir / "head.txt")], kenv)
 
-            log(f"b1 cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
+            log(f"cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
             fn_runs: list[dict[str, Any]] = []
             keras_runs: list[dict[str, Any]] = []
             for i in range(max(fn_reps, keras_reps)):
@@ -227,7 +227,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 from bench import coldparts
                 from shared.imaging import decode_image
 
-                log(f"b1 cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
+                log(f"cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
                 per["fetch_alternatives_ms"] = coldparts.fetch_alternatives(store, manifest.version, 3)
                 per["session_alternatives"] = coldparts.session_alternatives(
                     bdir, decode_image(frame, manifest.input_size), 3)
