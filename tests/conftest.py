@@ -23,12 +23,6 @@ KIT = REPO.parent / "shared"
 _bucket_ids = itertools.count()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "imagenet: needs MobileNetV2 ImageNet weights in $KERAS_HOME")
-    config.addinivalue_line("markers", "kit: needs the data kit at ../shared")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _dummy_aws_env() -> Iterator[None]:
     # Never let a test reach real AWS with a developer's real credentials.
