@@ -39,7 +39,7 @@ def pipelined_service_class() -> type:
                 with ThreadPoolExecutor(max_workers=min(self.settings.max_workers, len(todo))) as pool:
                     prepared = [pool.submit(self._guarded(self._prepare), job) for job in todo]
                     writes = []
-                    for job, future in zip(todo, prepared):
+                    for job, future in zip(todo, prepared, strict=True):
                         future.result()
                         self._infer([job])
                         writes.append(pool.submit(self._guarded(self._write), job))

@@ -171,7 +171,7 @@ class ClassifyService:
         outcomes: dict[int, Outcome] = {}
         for start in range(0, len(frames), INFERENCE_BATCH):
             chunk = frames[start:start + INFERENCE_BATCH]
-            outcomes.update(zip(chunk, self._run_chunk([refs[i] for i in chunk])))
+            outcomes.update(zip(chunk, self._run_chunk([refs[i] for i in chunk]), strict=True))
         for i, ref in enumerate(refs):
             if i not in outcomes:
                 outcomes[i] = self._run_clip(ref)
@@ -322,7 +322,7 @@ class ClassifyService:
                 job.finish(Status.FAILED, error=exc)
             return
         elapsed = _ms_since(started)
-        for job, prediction in zip(ready, predictions):
+        for job, prediction in zip(ready, predictions, strict=True):
             job.prediction = prediction
             job.timings["inference"] = elapsed
             job.batch_size = len(ready)

@@ -38,8 +38,8 @@ from shared.errors import (
     ConfigError,
     EmptyVideoError,
     InvalidVideoError,  # noqa: F401 - re-exported
-    NoVideoStreamError,
     NotAVideoError,
+    NoVideoStreamError,
     UnsupportedCodecError,
     VideoTooLargeError,
     VideoTooLongError,
@@ -457,7 +457,7 @@ class Pipeline:
         with self.timer("inference"):
             predictions = self.classifier.predict(np.stack([a for _, _, a in self._batch]),
                                                   top_k=IMAGENET_SUMMARY_TOP)
-        for (index, time_s, _), prediction in zip(self._batch, predictions):
+        for (index, time_s, _), prediction in zip(self._batch, predictions, strict=True):
             self.records.append(frame_record(index, time_s, prediction, self.positive))
             for entry in prediction.imagenet_top or ():
                 self.imagenet_sums[entry["class"]] += entry["probability"]
@@ -516,7 +516,7 @@ def segments(records: list[dict[str, Any]], *, end_frame: int, end_s: float) -> 
             starts.append(record)
             counts.append(1)
     runs = []
-    for i, (first, sampled) in enumerate(zip(starts, counts)):
+    for i, (first, sampled) in enumerate(zip(starts, counts, strict=True)):
         nxt = starts[i + 1] if i + 1 < len(starts) else None
         stop_frame, stop_s = (nxt["frame"], nxt["time_s"]) if nxt else (end_frame, end_s)
         runs.append({"label": first["label"], "start_s": first["time_s"], "end_s": round(stop_s, 4),

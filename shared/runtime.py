@@ -198,7 +198,7 @@ class Classifier:
         return Prediction(
             label=m.classes[idx],
             probability=round(float(probs[idx]), 6),
-            probabilities={c: round(float(p), 6) for c, p in zip(m.classes, probs)},
+            probabilities={c: round(float(p), 6) for c, p in zip(m.classes, probs, strict=True)},
             threshold=m.threshold,
             imagenet_top=top,
         )

@@ -76,7 +76,7 @@ def extract(items: Sequence[Item], store: ObjectStore, backbone: BackboneFn, *, 
         t0 = time.perf_counter()
         out = np.asarray(backbone(np.stack(batch)), dtype=np.float32)
         stats.inference_seconds += time.perf_counter() - t0
-        features.update(zip(batch_keys, out))
+        features.update(zip(batch_keys, out, strict=True))
         bar.update(len(batch))
         batch.clear()
         batch_keys.clear()

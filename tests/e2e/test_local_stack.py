@@ -220,7 +220,8 @@ def test_clip_gives_json_and_annotated_mp4_and_they_trigger_nothing(clip_stack: 
     found = stack.wait_for_results(keys, timeout=60)
 
     doc = found["incoming/cam3/Gate 1.mp4"]
-    assert (doc["status"], doc["kind"], doc["annotated_key"]) == ("ok", "video", "results/cam3/Gate 1.mp4.annotated.mp4")
+    assert (doc["status"], doc["kind"], doc["annotated_key"]) == (
+        "ok", "video", "results/cam3/Gate 1.mp4.annotated.mp4")
     assert doc["summary"]["label_share"] == {"bus": 0.5, "car": 0.5} and doc["video"]["frames_decoded"] == 30
     assert found["incoming/cam3/still.jpg"]["label"] == "car"
     size, frames, codec = decode_mp4(stack.store.get(doc["annotated_key"]).body)

@@ -200,8 +200,8 @@ def test_user_errors_are_one_line(moto_server, store: ObjectStore, tmp_path: Pat
 
 def test_missing_credentials_is_one_line(moto_server, store: ObjectStore, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
     proc = _cli("--bucket", store.bucket, "--endpoint-url", moto_server.endpoint_url, "--region", "us-east-1",
                 "--weights", "random", env=env)
     _one_line_error(proc, "credentials")
