@@ -105,7 +105,7 @@ def annotated_key_for(settings: FunctionSettings, key: str) -> str | None:
     return None if result_key is None else result_key.removesuffix(".json") + ANNOTATED_SUFFIX
 
 
-def _names(cls: type) -> set[str]:
+def _names(cls: type[Any]) -> set[str]:
     return {cls.__name__}.union(*(_names(sub) for sub in cls.__subclasses__()))
 
 
@@ -297,7 +297,7 @@ class ClassifyService:
             return None  # the usual case: one cheap HEAD and on we go
         job.result_exists = True
         try:
-            existing = job.store.get_json(job.result_key)
+            existing: dict[str, Any] = job.store.get_json(job.result_key)
         except (ObjectNotFoundError, ValueError):
             return None  # deleted or unreadable meanwhile: write it afresh
         if existing.get("model", {}).get("version") != self.model_version or not is_final(existing):

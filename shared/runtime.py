@@ -176,7 +176,9 @@ class Classifier:
 
     def head_probabilities(self, features: np.ndarray) -> np.ndarray:
         head = self._sessions.result().head
-        return head.run([HEAD_PROBABILITIES], {HEAD_INPUT: features.astype(np.float32, copy=False)})[0]
+        feeds = {HEAD_INPUT: features.astype(np.float32, copy=False)}
+        probabilities: np.ndarray = head.run([HEAD_PROBABILITIES], feeds)[0]
+        return probabilities
 
     def predict(self, images: np.ndarray, *, top_k: int = 3) -> list[Prediction]:
         """Classify a uint8 batch ``(N, H, W, 3)``."""
