@@ -164,7 +164,7 @@ def _pass(stack: Any, worker: Worker, prefix: str, data: list[bytes], timeout: f
     labels: dict[str, int] = {}
     for d in ok:
         labels[d["label"]] = labels.get(d["label"], 0) + 1
-    batch_sizes = sorted({d.get("batch_size") for d in ok})
+    batch_sizes = sorted({int(d.get("batch_size", 0)) for d in ok})
     per_frame = {k: summary([d["timings_ms"].get(k, 0.0) for d in ok], 1) for k in ("download", "decode", "inference")}
     wall = t_drained - t_start
     cpu = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
@@ -248,7 +248,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
             log(f"b3 throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
                 f"{', '.join(f'{name} ({n})' for name, n in plan)}"
                 + (f"; then 1 x {n_main} in one burst" if ctx.burst else ""))
-            runs, alt, mems = [], [], []
+            runs: list[dict[str, Any]] = []
+            alt: list[dict[str, Any]] = []
+            mems: list[dict[str, Any]] = []
             for i, (name, n) in enumerate(plan):
                 worker = Worker(stack, Path(tmp) / f"cache-{i}", ort=ALT_ORT if name != "shipped" else "baseline")
                 _warm(stack, worker, f"w{i}", data)

@@ -196,8 +196,8 @@ def frames(n: int, size: tuple[int, int] = FRAME_SIZE, *, seed: int = 0) -> tupl
         distinct: list[bytes] = []
         for photo in photos[: min(n, len(photos))]:
             with Image.open(io.BytesIO(photo.data)) as img:
-                img = ImageOps.exif_transpose(img).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-                distinct.append(_jpeg(img))
+                small = ImageOps.exif_transpose(img).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+                distinct.append(_jpeg(small))
         src = f"{len(distinct)} kit photos (vehicles-dev) resized to {size[0]}x{size[1]}, JPEG q85"
     else:
         from devstack.samples import generate

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from bench import ortvariants
 
@@ -53,15 +54,14 @@ def _mem_store_class() -> type:
 def _service(kind: str) -> Iterator[None]:
     import functions.classify as fc
 
-    original = fc.ClassifyService
-    if kind == "pipelined":
-        from bench.worker_child import pipelined_service_class
-
-        fc.ClassifyService = pipelined_service_class()
-    try:
+    if kind != "pipelined":
         yield
-    finally:
-        fc.ClassifyService = original
+        return
+    from bench.worker_child import pipelined_service_class
+
+    # The handler builds its service from this module global: swap it for the run, then put it back.
+    with mock.patch.object(fc, "ClassifyService", pipelined_service_class()):
+        yield
 
 
 def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: str = "shipped",

@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 
 def pipelined_service_class() -> type:
@@ -92,7 +93,8 @@ def main() -> None:
     if args.service == "pipelined":
         import functions.classify as fc
 
-        fc.ClassifyService = pipelined_service_class()
+        # The handler builds its service from this module global; this child process runs only this variant.
+        mock.patch.object(fc, "ClassifyService", pipelined_service_class()).start()
     with ortvariants.patched(args.ort, None):
         stack.start_worker()
         extra = [threading.Thread(target=stack._poll, daemon=True) for _ in range(args.pollers - 1)]

@@ -67,7 +67,7 @@ def test_bundle_files_checksums_and_manifest(trained: dict[str, Any]) -> None:
     raw = manifest.raw
     assert raw["schema_version"] == bundle.SCHEMA_VERSION and raw["version"] == version
     assert manifest.classes == ["bus", "car"] and manifest.positive_class == "car"
-    assert 0 < manifest.threshold < 1
+    assert manifest.threshold is not None and 0 < manifest.threshold < 1
     assert raw["backbone"]["name"] == "mobilenet_v2" and raw["backbone"]["input_size"] == [224, 224]
     assert raw["backbone"]["weights"]["source"] == "random" and "smoke" in raw["backbone"]["weights"]["note"]
     assert raw["dataset"]["counts"] == {"bus": PER_LABEL, "car": PER_LABEL + 1}

@@ -17,19 +17,21 @@ import numpy as np
 import pytest
 
 from functions.video import (
-    EmptyVideoError,
     FrameReader,
-    InvalidVideoError,
-    NotAVideoError,
-    NoVideoStreamError,
-    UnsupportedCodecError,
-    VideoLimits,
-    VideoTooLargeError,
-    VideoTooLongError,
     VideoTooManyFramesError,
     main,
     open_video,
     process_video,
+)
+from shared.config import VideoLimits
+from shared.errors import (
+    EmptyVideoError,
+    InvalidVideoError,
+    NotAVideoError,
+    NoVideoStreamError,
+    UnsupportedCodecError,
+    VideoTooLargeError,
+    VideoTooLongError,
 )
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
@@ -72,7 +74,7 @@ def decode_all(path: Path, keep: set[int] | None = None) -> tuple[dict[str, Any]
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        meta = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
+        meta: dict[str, Any] = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
                 "fps": stream.average_rate, "pix_fmt": stream.codec_context.pix_fmt, "frames": 0}
         frames = []
         for i, frame in enumerate(container.decode(stream)):
@@ -374,7 +376,8 @@ class RssProbe:
     """Wraps the classifier and samples resident memory at every batch."""
 
     def __init__(self, inner: Classifier) -> None:
-        self.inner, self.manifest, self.samples = inner, inner.manifest, []
+        self.inner, self.manifest = inner, inner.manifest
+        self.samples: list[int] = []
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -145,7 +145,12 @@ def test_frames_and_clips_are_dispatched_by_suffix_in_any_case(store: MemoryStor
         store.put(key, CLIP_BYTES if key.lower().endswith((".mp4", ".avi", ".mov", ".mkv")) else frame(RED))
     batches: list[int] = []
     real_predict = tiny.predict
-    monkeypatch.setattr(tiny, "predict", lambda images, **kw: batches.append(len(images)) or real_predict(images, **kw))
+
+    def counting_predict(images: Any, **kw: Any) -> Any:
+        batches.append(len(images))
+        return real_predict(images, **kw)
+
+    monkeypatch.setattr(tiny, "predict", counting_predict)
 
     outcomes = make_service(store, tiny).run(refs(store, keys))
 

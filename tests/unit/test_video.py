@@ -18,23 +18,17 @@ import pytest
 from PIL import Image
 
 from functions.annotate import BOX, HOT, Overlay, draw_overlay, even_size, pad_to_even
+from functions.events import is_video_key
 from functions.video import (
     DecodedFrame,
-    InvalidVideoError,
-    NotAVideoError,
     Pipeline,
     Sampler,
     SamplingPlan,
     Timer,
     VideoInfo,
-    VideoLimits,
-    VideoTooLargeError,
-    VideoTooLongError,
     VideoTooManyFramesError,
     check_video_info,
     check_video_size,
-    fit_to_input,
-    is_video_key,
     parse_s3_bundle,
     plan_sampling,
     run_frames,
@@ -42,8 +36,16 @@ from functions.video import (
     summarise,
     video_workspace,
 )
-from shared.errors import CCTVError, ConfigError
-from shared.imaging import decode_image
+from shared.config import VideoLimits
+from shared.errors import (
+    CCTVError,
+    ConfigError,
+    InvalidVideoError,
+    NotAVideoError,
+    VideoTooLargeError,
+    VideoTooLongError,
+)
+from shared.imaging import decode_image, fit_to_input
 from shared.runtime import Classifier
 from tests.fakes import build_tiny_bundle
 from tests.video_fakes import scene
