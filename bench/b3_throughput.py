@@ -124,7 +124,10 @@ def _pass(stack: Any, worker: Worker, prefix: str, data: list[bytes], timeout: f
     keys = [f"incoming/{prefix}/cam{i % 8}/frame-{i:05d}.jpg" for i in range(len(data))]
     moto_pid = stack.server.process.pid
     cpu0 = {"moto": _cpu_seconds(moto_pid), "worker": worker.cpu(), "uploader": time.process_time()}
-    put = lambda i: stack.store.put(keys[i], data[i], content_type="image/jpeg")  # noqa: E731
+
+    def put(i: int) -> Any:
+        return stack.store.put(keys[i], data[i], content_type="image/jpeg")
+
     t_start = time.time()
     deadline = time.monotonic() + timeout
     max_depth = 0

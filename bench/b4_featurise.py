@@ -82,7 +82,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
         store = ObjectStore(make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=16),
                             "bench-featurise")
         store.client.create_bucket(Bucket=store.bucket)
-        moto_pid = server.process.pid  # type: ignore[union-attr]
+        assert server.process is not None  # started by the with statement
+        moto_pid = server.process.pid
         for backbone in ctx.backbones:
             heavy = backbone != "mobilenet_v2"
             n = (32 if heavy else 128) if ctx.quick else (48 if heavy else 256)

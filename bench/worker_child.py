@@ -33,7 +33,7 @@ def pipelined_service_class() -> type:
     class PipelinedService(ClassifyService):
         """Same stages and outcomes as ClassifyService; the frames flow through them one by one."""
 
-        def _run_chunk(self, refs):  # type: ignore[no-untyped-def]
+        def _run_chunk(self, refs):
             jobs = [self._job(ref) for ref in refs]
             todo = [job for job in jobs if isinstance(job, _Job)]
             if todo:

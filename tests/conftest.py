@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,19 +49,19 @@ def s3_settings(moto_server: MotoServer) -> S3Settings:
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_settings: S3Settings):  # type: ignore[no-untyped-def]
+def s3_client(s3_settings: S3Settings) -> Any:  # a boto3 S3 client (boto3 is untyped)
     return make_client(s3_settings)
 
 
 @pytest.fixture()
-def bucket(s3_client) -> str:  # type: ignore[no-untyped-def]
+def bucket(s3_client: Any) -> str:
     name = f"test-bucket-{os.getpid()}-{next(_bucket_ids)}"
     s3_client.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture()
-def store(s3_client, bucket: str) -> ObjectStore:  # type: ignore[no-untyped-def]
+def store(s3_client: Any, bucket: str) -> ObjectStore:
     return ObjectStore(s3_client, bucket)
 
 

@@ -9,6 +9,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -283,9 +284,9 @@ def draft_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, int], 
     calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
     original = JpegImagePlugin.JpegImageFile.draft
 
-    def spy(self, mode, size):  # type: ignore[no-untyped-def]
+    def spy(self: JpegImagePlugin.JpegImageFile, mode: str | None, size: tuple[int, int]) -> Any:
         result = original(self, mode, size)
-        calls.append((tuple(size), self.size))
+        calls.append(((size[0], size[1]), self.size))
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
