@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench package clean
+.PHONY: venv demo test lint bench package clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,12 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest $(ARGS)
+
+# The gate CI runs before the tests: ruff (style, bugbear, imports) and mypy (strict for shared/ and
+# functions/, what ships); both are configured in pyproject.toml and walk the whole tree.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
 
 # The performance benchmarks (bench/, docs/performance.md); not part of the tests. ARGS=--quick for a smoke run.
 bench: venv

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
             out_path = Path(fh.name)
         cmd = [main_python(), "-m", "bench", "--child", str(n), "--child-out", str(out_path),
-               "--backbones", ",".join(ctx.backbones), "--reps", str(ctx.reps)] + (["--quick"] if ctx.quick else []) + (["--burst"] if ctx.burst else [])
+               "--backbones", ",".join(ctx.backbones), "--reps", str(ctx.reps)]
+        cmd += (["--quick"] if ctx.quick else []) + (["--burst"] if ctx.burst else [])
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         proc = subprocess.run(cmd, cwd=REPO, env=env)
         entry: dict[str, Any] = {"title": TITLES[n], "seconds": round(time.time() - t0, 1),

@@ -21,6 +21,7 @@ creation done other ways.  ``-X importtime`` shows where the imports go.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -40,9 +41,11 @@ from bench.common import (
     log,
     main_python,
     repo_env,
-    run as run_cmd,
     summary,
     weights_for,
+)
+from bench.common import (
+    run as run_cmd,
 )
 from bench.ctx import Ctx, Figure
 
@@ -153,7 +156,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
             bundle.promote(store, "models/", manifest.version,
                            bundle.sha256_bytes((bdir / bundle.MANIFEST).read_bytes()), manifest.raw["created_at"])
 
-            def fn_once(variant: str = "baseline", cache: str | None = None) -> dict[str, Any]:
+            def fn_once(variant: str = "baseline", cache: str | None = None, *,
+                        store: ObjectStore = store, bucket: str = bucket) -> dict[str, Any]:
                 key = next(keys)
                 store.put(key, frame, content_type="image/jpeg")
                 cache_dir = cache or tempfile.mkdtemp(dir=tmp, prefix="model-cache-")
@@ -167,9 +171,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
             kenv = repo_env({"KERAS_HOME": str(home)} if home else None)
             weights = weights_for(backbone, home)
 
-            def keras_once() -> dict[str, Any]:
-                return _spawn([main_python(), CHILD, "keras", backbone, weights, str(frame_path),
-                               str(bdir / "head.txt")], kenv)
+            keras_once = functools.partial(_spawn, [main_python(), CHILD, "keras", backbone, weights,
+                                                    str(frame_path), str(bdir / "head.txt")], kenv)
 
             log(f"cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
             fn_runs: list[dict[str, Any]] = []
@@ -191,8 +194,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
                             variants.setdefault(name, []).append(fn_once(variant=name))
             fn_wall = summary([r["wall_to_result_s"] for r in fn_runs])
             keras_wall = summary([r["wall_to_result_s"] for r in keras_runs])
-            # Ratios pair each Keras run with the function run next to it.
-            ratio = summary([k["wall_to_result_s"] / f["wall_to_result_s"] for k, f in zip(keras_runs, fn_runs)], 2)
+            # Ratios pair each Keras run with the function run next to it (there are fewer Keras runs).
+            ratio = summary([k["wall_to_result_s"] / f["wall_to_result_s"]
+                             for k, f in zip(keras_runs, fn_runs, strict=False)], 2)
             phase_names = sorted({p for r in fn_runs for p in r["phases_s"]})
             breakdown = {
                 "interpreter_start_s": summary([r["interpreter_start_s"] for r in fn_runs]),

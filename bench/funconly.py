@@ -54,7 +54,7 @@ def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: 
 
     store = _mem_store_class()("mem")
     keys = [f"incoming/{tag}/f{i:05d}.jpg" for i in range(len(data))]
-    for key, blob in zip(keys, data):
+    for key, blob in zip(keys, data, strict=True):
         store.put(key, blob)
     clf = ortvariants.classifier(bundle_dir, ort)
     settings = FunctionSettings(model_bucket="mem")

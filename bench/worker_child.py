@@ -31,7 +31,7 @@ def pipelined_service_class() -> type:
     from functions.service import ClassifyService
 
     class PipelinedFrames(FrameService):
-        def run_batch(self, refs):  # type: ignore[no-untyped-def]
+        def run_batch(self, refs):
             jobs = [self.new_job(ref) for ref in refs]
             todo = [job for job in jobs if isinstance(job, FrameJob)]
             if todo:

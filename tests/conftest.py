@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,6 @@ from shared.storage import ObjectStore, make_client
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO.parent / "shared"
 _bucket_ids = itertools.count()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "imagenet: needs MobileNetV2 ImageNet weights in $KERAS_HOME")
-    config.addinivalue_line("markers", "kit: needs the data kit at ../shared")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,19 +49,19 @@ def s3_settings(moto_server: MotoServer) -> S3Settings:
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_settings: S3Settings):  # type: ignore[no-untyped-def]
+def s3_client(s3_settings: S3Settings) -> Any:  # a boto3 S3 client (boto3 is untyped)
     return make_client(s3_settings)
 
 
 @pytest.fixture()
-def bucket(s3_client) -> str:  # type: ignore[no-untyped-def]
+def bucket(s3_client: Any) -> str:
     name = f"test-bucket-{os.getpid()}-{next(_bucket_ids)}"
     s3_client.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture()
-def store(s3_client, bucket: str) -> ObjectStore:  # type: ignore[no-untyped-def]
+def store(s3_client: Any, bucket: str) -> ObjectStore:
     return ObjectStore(s3_client, bucket)
 
 

@@ -47,7 +47,7 @@ def _rename_outputs(proto: Any, names: list[str]) -> None:
 
     if len(proto.graph.output) != len(names):
         raise ParityError(f"The exported backbone has {len(proto.graph.output)} outputs, expected {len(names)}.")
-    for out, name in zip(list(proto.graph.output), names):
+    for out, name in zip(list(proto.graph.output), names, strict=True):
         proto.graph.node.append(helper.make_node("Identity", [out.name], [name], name=f"rename_{name}"))
         out.name = name
 

@@ -25,7 +25,8 @@ from shared.backbones import BackboneSpec, get_backbone
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.storage import ObjectStore, make_client
-from training import export, report as report_mod
+from training import export
+from training import report as report_mod
 from training.cache import FeatureCache, namespace
 from training.cli import FitConfig, config_from_args
 from training.dataset import Dataset, Item, check_folds, list_dataset
@@ -102,8 +103,8 @@ def _positive_class(dataset: Dataset, wanted: str | None) -> str | None:
     return wanted or dataset.classes[1]
 
 
-def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec,
-               choice: WeightsChoice, model: Any) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
+def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec, choice: WeightsChoice,
+               model: Any) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
     cache = None
     todo: list[Item] = list(dataset.items)
     feats: dict[str, np.ndarray] = {}
@@ -179,7 +180,8 @@ def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: Wei
         prefix = bundle.upload_bundle(store, out, config.model_prefix, rep["version"])
         latest = None
         if config.promote:
-            latest = bundle.promote(store, config.model_prefix, rep["version"], manifest_sha, manifest.raw["created_at"])
+            latest = bundle.promote(store, config.model_prefix, rep["version"], manifest_sha,
+                                    manifest.raw["created_at"])
     where = f"s3://{store.bucket}/{prefix}"
     summary = (f"Bundle {rep['version']} written to {where}" + (f" and {config.out}" if config.out else "")
                + (f"; promoted in s3://{store.bucket}/{latest}." if latest else "; not promoted (--no-promote)."))

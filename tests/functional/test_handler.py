@@ -330,8 +330,12 @@ def test_module_handler_builds_its_app_lazily_from_the_environment(
         monkeypatch.setenv(name, value)
     calls: list[str] = []
     real = classify.load_classifier
-    monkeypatch.setattr(classify, "load_classifier",
-                        lambda s, settings: calls.append(s.bucket) or real(s, settings))
+
+    def counting_load(s: Any, settings: Any) -> Any:
+        calls.append(s.bucket)
+        return real(s, settings)
+
+    monkeypatch.setattr(classify, "load_classifier", counting_load)
     for i in range(2):
         put(store, f"incoming/env{i}.jpg")
         classify.handler(s3_event(store.bucket, [f"incoming/env{i}.jpg"]), None)

@@ -65,9 +65,10 @@ def upload(store: ObjectStore, key: str, path: Path) -> str:
 def decode(data: bytes) -> dict[str, Any]:
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.average_rate is not None
         return {"codec": stream.codec_context.name, "size": (stream.width, stream.height), "frames": frames,
                 "fps": float(stream.average_rate)}
 

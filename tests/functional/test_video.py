@@ -23,8 +23,8 @@ from shared.config import VideoLimits
 from shared.errors import (
     EmptyVideoError,
     InvalidVideoError,
-    NoVideoStreamError,
     NotAVideoError,
+    NoVideoStreamError,
     UnsupportedCodecError,
     VideoTooLargeError,
     VideoTooLongError,
@@ -71,13 +71,15 @@ def decode_all(path: Path, keep: set[int] | None = None) -> tuple[dict[str, Any]
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        meta = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
-                "fps": stream.average_rate, "pix_fmt": stream.codec_context.pix_fmt, "frames": 0}
+        meta: dict[str, Any] = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
+                "fps": stream.average_rate, "pix_fmt": stream.codec_context.pix_fmt}
+        n_frames = 0
         frames = []
         for i, frame in enumerate(container.decode(stream)):
-            meta["frames"] += 1
+            n_frames += 1
             if keep is None or i in keep:
                 frames.append(frame.to_ndarray(format="rgb24"))
+    meta["frames"] = n_frames
     return meta, frames
 
 
@@ -373,7 +375,8 @@ class RssProbe:
     """Wraps the classifier and samples resident memory at every batch."""
 
     def __init__(self, inner: Classifier) -> None:
-        self.inner, self.manifest, self.samples = inner, inner.manifest, []
+        self.inner, self.manifest = inner, inner.manifest
+        self.samples: list[int] = []
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -42,8 +42,7 @@ from shared.errors import (
     VideoTooLongError,
     VideoTooManyFramesError,
 )
-from shared.imaging import fit_to_input
-from shared.imaging import decode_image
+from shared.imaging import decode_image, fit_to_input
 from shared.runtime import Classifier
 from tests.fakes import build_tiny_bundle
 from tests.video_fakes import scene
