@@ -21,11 +21,7 @@ from typing import Any
 import numpy as np
 
 from shared.bundle import IMAGENET_CLASSES, Manifest, verify_dir
-
-FEATURES = "features"
-IMAGENET_PROBS = "imagenet_probs"
-HEAD_INPUT = "features"
-HEAD_PROBABILITIES = "probabilities"
+from shared.tensors import FEATURES, HEAD_INPUT, HEAD_PROBABILITIES, IMAGENET_PROBS
 
 
 @dataclasses.dataclass(frozen=True)

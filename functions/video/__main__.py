@@ -15,13 +15,14 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from functions.video.pipeline import process_video
 from shared.config import VideoLimits
 from shared.errors import CCTVError, ConfigError
+from shared.validation import positive_arg
 
 
 def parse_s3_bundle(spec: str) -> tuple[str, str, str | None]:
@@ -58,18 +59,6 @@ def open_classifier(spec: str, env: Mapping[str, str]) -> Iterator[Any]:
         yield Classifier(bundle_dir, manifest)
 
 
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m functions.video",
                                      description="Classify the frames of a CCTV clip and summarise them.")
@@ -79,9 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a bundle folder (`make demo` keeps one in build/local-bundle), or "
                              "s3://bucket/models/ (latest) or s3://bucket/models/VERSION")
     parser.add_argument("--json", type=Path, help="write the full result (every sampled frame) here")
-    parser.add_argument("--sample-fps", type=_positive(float),
+    parser.add_argument("--sample-fps", type=positive_arg(float),
                         help="classify this many frames per second (default: every frame, or $VIDEO_SAMPLE_FPS)")
-    parser.add_argument("--max-frames", type=_positive(int),
+    parser.add_argument("--max-frames", type=positive_arg(int),
                         help="classify at most this many frames, spread over the clip "
                              "(default: 1500, or $MAX_VIDEO_FRAMES)")
     return parser
