@@ -30,4 +30,4 @@ def test_positive_arg_parses_and_refuses_in_one_line() -> None:
     assert positive_arg(float)("2.5") == 2.5 and positive_arg(int)("7") == 7
     for text, kind in (("0", int), ("-1", float), ("nan", float), ("x", int), ("1.5", int)):
         with pytest.raises(argparse.ArgumentTypeError, match=f"expected a positive number, got '{text}'"):
-            positive_arg(kind)(text)  # type: ignore[type-var]
+            positive_arg(kind)(text)
