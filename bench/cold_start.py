@@ -41,11 +41,9 @@ from bench.common import (
     log,
     main_python,
     repo_env,
+    run as run_cmd,
     summary,
     weights_for,
-)
-from bench.common import (
-    run as run_cmd,
 )
 from bench.ctx import Ctx, Figure
 

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import runtime_venv, shipped
-from bench.common import REPO, log, main_python
-from bench.common import run as run_cmd
+from bench.common import REPO, log, main_python, run as run_cmd
 from bench.ctx import Ctx, Figure
 
 LIMIT_MB = 250.0

@@ -6,6 +6,7 @@ gets its own bucket, so tests stay independent without restarting the server.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import shutil
@@ -22,6 +23,21 @@ from shared.storage import ObjectStore, make_client
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO.parent / "shared"
 _bucket_ids = itertools.count()
+# The packages of each optional part (pyproject.toml's extras). A test marked with the part's name skips,
+# naming what is absent, in a venv without them: make test-runtime's holds only the function's runtime.
+EXTRAS = {
+    "training": ("tensorflow", "keras", "tf2onnx", "onnx", "onnxmltools", "lightgbm", "sklearn", "matplotlib", "tqdm"),
+    "batch": ("pyspark", "pandas", "pyarrow"),
+    "ops": ("jinja2",),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    absent = {part: [m for m in modules if importlib.util.find_spec(m) is None] for part, modules in EXTRAS.items()}
+    for item in items:
+        for part, missing in absent.items():
+            if missing and item.get_closest_marker(part):
+                item.add_marker(pytest.mark.skip(reason=f"needs the {part} extra; absent here: {', '.join(missing)}"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -25,8 +25,7 @@ from shared.backbones import BackboneSpec, get_backbone
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.storage import ObjectStore, make_client
-from training import export
-from training import report as report_mod
+from training import export, report as report_mod
 from training.cache import FeatureCache, namespace
 from training.cli import FitConfig, config_from_args
 from training.dataset import Dataset, Item, check_folds, list_dataset

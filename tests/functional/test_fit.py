@@ -24,6 +24,8 @@ from shared.storage import ObjectStore
 from tests.conftest import REPO
 from training import fit
 
+pytestmark = pytest.mark.training  # scikit-learn, LightGBM, TensorFlow: not in the function's runtime
+
 PER_LABEL = 30
 
 

@@ -17,6 +17,8 @@ from training.features import extract
 from training.head import check_not_chance, cross_validate, default_params
 from training.metrics import best_f1_threshold, fold_metrics, summarise
 
+pytestmark = pytest.mark.training  # scikit-learn, LightGBM, TensorFlow: not in the function's runtime
+
 
 def test_fold_metrics_binary_known_values() -> None:
     y = np.array([0, 0, 1, 1])
