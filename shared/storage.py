@@ -38,7 +38,8 @@ DOWNLOAD_CHUNK = 1024 * 1024
 MAX_KEY_BYTES = 1024
 
 
-def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5) -> Any:
+def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5,
+                read_timeout: float = 30.0) -> Any:
     """Build an S3 client; botocore is imported here so importing this module stays cheap.
 
     The client comes from a botocore session rather than ``boto3.client``: the same API
@@ -53,7 +54,7 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         # Path-style works for moto, MinIO and Yandex alike; AWS accepts it too.
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
