@@ -15,6 +15,9 @@ generator, either nothing (relay it) or one fault:
 botocore retries each of them (standard mode), so most faults are absorbed; a request that
 draws faults on every attempt reaches the handler as a transient error and its SQS message
 is redelivered.  Counts per fault kind are kept for the soak's table.
+
+Like S3 and unlike moto, the proxy refuses keys over 1,024 bytes (UTF-8) with a 400
+``KeyTooLongError``, so the soak sees what AWS would do with an over-long result key.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 FAULT_KINDS = ("500", "slowdown", "reset", "lost", "timeout")
 # Share of the fault rate each kind gets; timeouts are rarer, as each costs a read timeout.
 DEFAULT_MIX = {"500": 0.25, "slowdown": 0.25, "reset": 0.2, "lost": 0.2, "timeout": 0.1}
+MAX_KEY_BYTES = 1024
 _ERROR_XML = ('<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
               '<RequestId>faultproxy</RequestId></Error>')
 
@@ -56,7 +60,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Relay)
         self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
+                                        daemon=True)
 
     @property
     def endpoint_url(self) -> str:
@@ -105,6 +110,9 @@ class _Relay(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if len(self._key().encode()) > MAX_KEY_BYTES:
+            return self._answer(400, {"Content-Type": "application/xml"}, _ERROR_XML.format(
+                code="KeyTooLongError", message="Your key is too long").encode())
         fault = self.server.proxy.draw()
         if fault == "reset":
             return self._reset()
@@ -118,6 +126,12 @@ class _Relay(BaseHTTPRequestHandler):
         if fault == "timeout":
             time.sleep(self.server.proxy.stall_s)
         return self._answer(status, headers, data)
+
+    def _key(self) -> str:
+        """The object key of a path-style request (``/bucket/key?query``); empty for bucket requests."""
+        path = urlsplit(self.path).path
+        parts = path.lstrip("/").split("/", 1)
+        return unquote(parts[1]) if len(parts) == 2 else ""
 
     def _forward(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         conn = getattr(self._upstream, "conn", None)

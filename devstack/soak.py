@@ -10,7 +10,8 @@
    :class:`devstack.faultproxy.FaultProxy`, which injects 5xx, ``SlowDown``, connection
    resets (before and after a request is applied) and read timeouts.
 3. The inputs: N frames, 5% of them bad (not an image, truncated, a 200-byte stub, empty, a
-   decompression bomb), two 50 MP 16-bit PNGs, a few clips and one corrupt clip.  While they
+   decompression bomb), two 50 MP 16-bit PNGs, two keys of 1,000 and 1,024 bytes (the proxy
+   refuses keys over 1,024 bytes, as S3 does), a few clips and one corrupt clip.  While they
    are processed the soak sends duplicate notifications (some racing the first delivery,
    some after the result exists), re-uploads a few objects unchanged, sends poison messages,
    and SIGKILLs the worker once mid-batch and starts a new one.
@@ -104,6 +105,11 @@ def _bad_inputs() -> list[tuple[str, bytes]]:
             ("stub.jpg", frame[:200]), ("empty.jpg", b""), ("bomb.png", _png(60_000, 60_000))]
 
 
+def _long_key(length: int, i: int) -> str:
+    head = f"incoming/long/{i}-"
+    return head + "k" * (length - len(head.encode()) - 4) + ".jpg"
+
+
 def build_inputs(frames: int, clips: int, seed: int) -> list[Input]:
     """``frames`` frames (5% bad, two heavy), ``clips`` clips and one corrupt clip, in a seeded order."""
     rng = random.Random(seed)
@@ -114,6 +120,8 @@ def build_inputs(frames: int, clips: int, seed: int) -> list[Input]:
               for i in range(n_bad)]
     heavy = _heavy_png()
     inputs += [Input(f"incoming/heavy/{i}.png", heavy, "heavy", "ok", "bus") for i in range(2)]
+    # Keys of 1,000-1,024 bytes are legal on S3, but results/<key>.json would not be.
+    inputs += [Input(_long_key(length, i), red, "long-key", "ok", "car") for i, length in enumerate((1000, 1024))]
     for i in range(frames - len(inputs)):
         label = rng.choice(("car", "bus"))
         # Keys as cameras make them: folders, spaces, plus signs and non-ASCII all occur.
@@ -269,6 +277,7 @@ def disturb(stack: LocalStack, worker: Worker, inputs: list[Input], etags: dict[
     """Once 40% have results: SIGKILL the worker mid-batch and restart it; then late duplicates."""
     while time.monotonic() < deadline and len(results_present(stack, inputs)) < 0.4 * len(inputs):
         time.sleep(0.5)
+    print(f"soak: {len(results_present(stack, inputs))} of {len(inputs)} results; SIGKILL to the worker", flush=True)
     stats.killed_mid_batch = worker.kill_mid_batch()
     stats.kills += 1
     worker.start()
@@ -297,10 +306,15 @@ def result_key(stack: LocalStack, key: str) -> str:
 
 def settle(stack: LocalStack, inputs: list[Input], deadline: float) -> None:
     """Wait until every input has a result, the queue is empty and the poison sits in the DLQ."""
+    shown = time.monotonic()
     while time.monotonic() < deadline:
-        if (len(results_present(stack, inputs)) == len(inputs) and _depth(stack, stack.queue_url) == 0
+        done = len(results_present(stack, inputs))
+        if (done == len(inputs) and _depth(stack, stack.queue_url) == 0
                 and _depth(stack, stack.dlq_url) >= len(POISON_BODIES)):
             return
+        if time.monotonic() - shown > 15:
+            print(f"soak: {done} of {len(inputs)} results so far", flush=True)
+            shown = time.monotonic()
         time.sleep(1)
 
 
