@@ -27,6 +27,8 @@ DEFAULT_FUNCTION_MEMORY_MB = 2048
 # Kept out of the decode budget: the interpreter, onnxruntime with its model and the batch
 # of 224x224 frames (a worker peaked at 273 MB with MobileNetV2, 388 MB with ResNet50).
 RESERVED_MEMORY_MB = 512
+# FUNCTION_ROLE values: one function for everything, or a frame function and a clip function.
+ROLES = ("all", "frames", "clips")
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -166,6 +168,9 @@ class FunctionSettings:
     max_workers: int = 4
     # The function's memory: Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE, else FUNCTION_MEMORY_MB.
     memory_mb: int = DEFAULT_FUNCTION_MEMORY_MB
+    # What this deployment of the handler takes (FUNCTION_ROLE): "all" (one function for
+    # frames and clips), "frames" (clip keys are left to a separate clip function) or "clips".
+    role: str = "all"
 
     @property
     def decode_budget_bytes(self) -> int:
@@ -176,6 +181,9 @@ class FunctionSettings:
         for name in ("input_prefix", "results_prefix", "model_prefix"):
             object.__setattr__(self, name, normalise_prefix(getattr(self, name)))
         self._refuse_overlap()
+        if self.role not in ROLES:
+            raise ConfigError(f"Set FUNCTION_ROLE to one of {', '.join(ROLES)}; it is {self.role!r}.",
+                              setting="FUNCTION_ROLE")
 
     def _refuse_overlap(self) -> None:
         pairs = [("INPUT_PREFIX", self.input_prefix), ("RESULTS_PREFIX", self.results_prefix),
@@ -204,4 +212,5 @@ class FunctionSettings:
             max_workers=_int(env, "MAX_WORKERS", 4),
             memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
                            _int(env, "FUNCTION_MEMORY_MB", DEFAULT_FUNCTION_MEMORY_MB)),
+            role=(env.get("FUNCTION_ROLE") or "all").strip().lower(),
         )

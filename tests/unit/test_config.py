@@ -184,3 +184,11 @@ def test_decode_memory_settings() -> None:
     assert FunctionSettings(memory_mb=512).decode_budget_bytes == 128 * 1024 * 1024
     with pytest.raises(ConfigError, match="FUNCTION_MEMORY_MB"):
         FunctionSettings.from_env({"FUNCTION_MEMORY_MB": "lots"})
+
+
+def test_function_role() -> None:
+    assert FunctionSettings.from_env({}).role == "all"
+    assert FunctionSettings.from_env({"FUNCTION_ROLE": " Frames "}).role == "frames"
+    assert FunctionSettings.from_env({"FUNCTION_ROLE": "clips"}).role == "clips"
+    with pytest.raises(ConfigError, match="FUNCTION_ROLE"):
+        FunctionSettings.from_env({"FUNCTION_ROLE": "videos"})
