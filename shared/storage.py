@@ -36,6 +36,8 @@ _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
 DOWNLOAD_CHUNK = 1024 * 1024
 # S3's limit on a key, in bytes of its UTF-8 form.
 MAX_KEY_BYTES = 1024
+# Where a derived key that would be too long goes instead, under its prefix.
+LONG_KEY_FOLDER = "_long/"
 
 
 def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5,
@@ -65,6 +67,23 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         raise ConfigError(f"The S3 endpoint URL {settings.endpoint_url!r} is not valid ({exc}); give a full URL "
                           "such as https://storage.yandexcloud.net or http://127.0.0.1:9000.",
                           endpoint_url=settings.endpoint_url) from None
+
+
+def derived_key(prefix: str, relative: str, suffix: str, *, source_key: str) -> str:
+    """``prefix + relative + suffix``, or a fixed-length fallback when that is over S3's key limit.
+
+    The fallback is ``prefix + "_long/" + sha256(source_key) + suffix``: deterministic, so a
+    repeated delivery finds the same key, and 64 hex digits long whatever the source.  An
+    input key can be up to 1,024 bytes, and its result key is longer than it, so inputs with
+    keys near the limit (1,021-1,024 bytes under the default prefixes) need it; the result
+    itself names its source key.
+    """
+    key = f"{prefix}{relative}{suffix}"
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    import hashlib
+
+    return f"{prefix}{LONG_KEY_FOLDER}{hashlib.sha256(source_key.encode()).hexdigest()}{suffix}"
 
 
 class Digest(Protocol):

@@ -93,3 +93,21 @@ def test_the_memory_store_enforces_s3s_key_limit(op: Callable[[ObjectStore, str]
     store.put(at_limit, b"ok")
     with pytest.raises(KeyTooLongError):
         op(store, at_limit + "é")
+
+
+def test_derived_keys_over_the_limit_fall_back_to_a_hash_of_the_source() -> None:
+    import hashlib
+
+    from shared.storage import derived_key
+
+    short = "incoming/cam1/a.jpg"
+    assert derived_key("results/", "cam1/a.jpg", ".json", source_key=short) == "results/cam1/a.jpg.json"
+    for length in (1010, 1021, 1024):
+        source = "incoming/" + "é" * ((length - 9) // 2) + "x" * ((length - 9) % 2)
+        assert len(source.encode()) == length
+        key = derived_key("results/", source[len("incoming/"):], ".json", source_key=source)
+        assert len(key.encode()) <= MAX_KEY_BYTES
+        if len(f"results/{source[9:]}.json".encode()) > MAX_KEY_BYTES:
+            assert key == f"results/_long/{hashlib.sha256(source.encode()).hexdigest()}.json"
+        # Deterministic: a repeated delivery finds the same result.
+        assert key == derived_key("results/", source[9:], ".json", source_key=source)
