@@ -48,7 +48,7 @@ from typing import Any
 from devstack.faultproxy import FAULT_KINDS, FaultProxy
 
 # The local stack's public API; it moves to devstack/ with the restructuring: change this line only.
-from functions.local import BUCKET, LocalStack
+from devstack.stack import BUCKET, LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 RED, GREY = (220, 20, 20), (128, 128, 128)
