@@ -66,7 +66,7 @@ class FaultProxy:
     @property
     def endpoint_url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}" if isinstance(host, str) else f"http://127.0.0.1:{port}"
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()

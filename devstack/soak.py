@@ -391,7 +391,8 @@ def _result_versions(stack: LocalStack) -> dict[str, int]:
 def _drain_dlq(stack: LocalStack, worker_log: Path) -> tuple[list[str], list[str]]:
     """(poison, other): each dead letter with the reason the worker logged for it."""
     reasons = _logged_reasons(worker_log)
-    poison, other = [], []
+    poison: list[str] = []
+    other: list[str] = []
     while True:
         messages = stack.sqs.receive_message(QueueUrl=stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=600,
                                              AttributeNames=["All"]).get("Messages", [])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from shared.storage import ObjectStore, make_client
 
 
 @pytest.fixture()
-def direct(s3_client, bucket: str) -> ObjectStore:  # type: ignore[no-untyped-def]
+def direct(s3_client: Any, bucket: str) -> ObjectStore:
     return ObjectStore(s3_client, bucket)
 
 
@@ -24,7 +25,7 @@ def _through(proxy: FaultProxy, bucket: str, attempts: int = 1) -> ObjectStore:
 
 
 @pytest.fixture()
-def proxy_for(moto_server: MotoServer) -> Iterator:  # type: ignore[type-arg]
+def proxy_for(moto_server: MotoServer) -> Iterator[Callable[..., FaultProxy]]:
     proxies: list[FaultProxy] = []
 
     def make(kind: str | None, rate: float = 1.0) -> FaultProxy:
