@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from functions.events import ObjectRef
 from functions.jobs import Job, JobRunner, explain_denied, ms_since
 from functions.results import Outcome, Status, annotated_key_for
-from shared.errors import ObjectNotFoundError
+from shared.errors import NoTimeLeftError, ObjectNotFoundError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
 
@@ -28,10 +28,6 @@ VIDEO_PHASES = ("decode", "inference", "encode")
 # Of the time an invocation has left when a clip starts, what decoding leaves for the rest:
 # flushing the encoder, uploading the annotated mp4 and writing the result (10%, 2-30 s).
 FINISH_SHARE, FINISH_MIN_S, FINISH_MAX_S = 0.1, 2.0, 30.0
-
-
-class NoTimeLeftError(Exception):
-    """The invocation is about to end before the clip could start; it is retried."""
 
 
 @dataclasses.dataclass
@@ -88,7 +84,9 @@ class ClipService(JobRunner[ClipJob]):
         job.timings["download"] = ms_since(started)
         job.etag, job.size = data.etag, data.size
         if job.deadline is not None and time.monotonic() >= job.deadline:
-            raise NoTimeLeftError(f"No time was left in this invocation to decode {job.ref.key!r}; it is retried.")
+            raise NoTimeLeftError(f"No time was left in this invocation to decode s3://{job.ref.bucket}/{job.ref.key}; "
+                                  "it is retried. If this repeats, raise the clip function's timeout.",
+                                  bucket=job.ref.bucket, key=job.ref.key)
         started = time.perf_counter()
         job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key,
                                   deadline=job.deadline)

@@ -132,8 +132,11 @@ class JobRunner(Generic[J]):
         job.result_exists, job.result_etag = True, stored.etag
         try:
             existing: dict[str, Any] = job.store.get_json(job.result_key)
-        except (ObjectNotFoundError, ValueError):
-            return None  # deleted or unreadable meanwhile: write it afresh
+        except ObjectNotFoundError:
+            job.result_exists, job.result_etag = False, None  # deleted meanwhile: write it afresh
+            return None
+        except ValueError:
+            return None  # unreadable: replace it (if it is still the one read)
         if existing.get("model", {}).get("version") != self.model_version or not is_final(existing):
             return None
         etag = job.etag

@@ -39,6 +39,7 @@ from shared.runtime import Classifier
 ELSEWHERE = {"frames": "A clip: the clip function (FUNCTION_ROLE=clips) classifies it.",
              "clips": "Not a clip: the frame function (FUNCTION_ROLE=frames) classifies it.", "all": ""}
 
+
 def left_alone(settings: FunctionSettings, ref: ObjectRef) -> Outcome | None:
     """The outcome of a record this deployment does not process (IGNORED, with why), or None."""
     if result_key_for(settings, ref.key) is None:

@@ -106,6 +106,12 @@ class PreconditionFailedError(StorageError):
     """
 
 
+class NoTimeLeftError(CCTVError):
+    """The invocation was about to end before a clip could be started; it is retried."""
+
+    retryable = True
+
+
 class KeyTooLongError(StorageError):
     """The key is over S3's 1,024-byte (UTF-8) limit, so no object can ever be stored there."""
 

@@ -27,6 +27,7 @@ from functions.classify import make_handler
 from functions.events import ObjectRef
 from functions.service import ClassifyService, Status, annotated_key_for, result_key_for
 from shared.config import FunctionSettings
+from shared.errors import NoTimeLeftError
 from shared.runtime import Classifier
 from shared.storage import MAX_KEY_BYTES
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
@@ -135,6 +136,22 @@ def test_two_racing_deliveries_write_the_result_once(tiny: Classifier) -> None:
     assert store.get_json("results/race.jpg.json")["label"] == "car"
 
 
+def test_a_result_deleted_between_the_head_and_the_read_is_written_afresh(tiny: Classifier) -> None:
+    class Vanishing(MemoryStore):
+        vanished = False
+
+        def get(self, key: str, *, max_bytes: int | None = None) -> Any:
+            if key.startswith("results/") and not self.vanished:
+                self.vanished = bool(self.objects.pop(key, None))  # deleted between the HEAD and the GET
+            return super().get(key, max_bytes=max_bytes)
+
+    store = Vanishing("frames")
+    store.put("incoming/v.jpg", frame(RED))
+    store.put("results/v.jpg.json", b'{"status": "ok", "model": {"version": "old"}}')
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/v.jpg")])
+    assert outcome.status is Status.OK and store.get_json("results/v.jpg.json")["label"] == "car"
+
+
 def test_a_new_model_replaces_the_result_once_even_when_deliveries_race(tiny: Classifier) -> None:
     store = RacingStore(parties=3)
     store.put("incoming/old.jpg", frame(RED))
@@ -233,6 +250,6 @@ def test_a_clip_with_no_time_left_is_retried_not_failed(tmp_path: Path, monkeypa
     store.put("incoming/c.mp4", CLIP_BYTES)
     handler = make_handler(FunctionSettings(model_bucket="frames", model_cache_dir=str(tmp_path / "cache")),
                            stores=lambda bucket: store)
-    with pytest.raises(clips.NoTimeLeftError):  # raised, so the platform redelivers the event
+    with pytest.raises(NoTimeLeftError):  # raised, so the platform redelivers the event
         handler(s3_event("frames", ["incoming/c.mp4"]), Context(1500))
     assert not fake.calls and "results/c.mp4.json" not in store.objects
