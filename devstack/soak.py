@@ -339,6 +339,7 @@ class Report:
     wrong: list[str]
     dlq_poison: list[str]
     dlq_other: list[str]
+    statuses: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     @property
     def failed(self) -> bool:
@@ -362,7 +363,7 @@ def reconcile(stack: LocalStack, inputs: list[Input], worker_log: Path) -> Repor
             wrong.append(f"{item.key}: {problem}")
     poison, other = _drain_dlq(stack, worker_log)
     return Report(collections.Counter(item.kind for item in inputs), len(inputs) - len(missing), missing,
-                  duplicated, wrong, poison, other)
+                  duplicated, wrong, poison, other, _logged_statuses(worker_log))
 
 
 def _check(item: Input, result: dict[str, Any]) -> str | None:
@@ -404,6 +405,18 @@ def _drain_dlq(stack: LocalStack, worker_log: Path) -> tuple[list[str], list[str
             (poison if message["Body"] in POISON_BODIES else other).append(line)
 
 
+def _logged_statuses(worker_log: Path) -> collections.Counter[str]:
+    """How the handler settled records, over every delivery: ok, error, skipped, failed (retried)."""
+    counts: collections.Counter[str] = collections.Counter()
+    if worker_log.exists():
+        for line in worker_log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                entry = json.loads(line)
+                if entry.get("key") and entry.get("status"):
+                    counts[entry["status"]] += 1
+    return counts
+
+
 def _logged_reasons(worker_log: Path) -> dict[str, str]:
     reasons: dict[str, str] = {}
     if not worker_log.exists():
@@ -434,6 +447,8 @@ def print_table(report: Report, stats: Stats, proxy: FaultProxy, elapsed: float)
         ("wrong status or label", str(len(report.wrong))),
         ("dead letters: poison", f"{len(report.dlq_poison)} of {stats.poison_sent} sent"),
         ("dead letters: inputs", str(len(report.dlq_other))),
+        ("handler outcomes", ", ".join(f"{report.statuses[k]} {k}" for k in ("ok", "error", "skipped", "failed"))
+         + " (every delivery; failed ones were redelivered)"),
         ("S3 requests via proxy", f"{proxy.requests:,}"),
         ("faults injected", ", ".join(f"{proxy.counts[k]} {k}" for k in FAULT_KINDS)),
         ("worker SIGKILLs", f"{stats.kills} ({'mid-batch' if stats.killed_mid_batch else 'between batches'})"),

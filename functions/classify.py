@@ -134,9 +134,8 @@ def make_handler(settings: FunctionSettings, *, stores: StoreFactory | None = No
 
 
 def _deadline(context: Any) -> float | None:
-    """When this invocation is cut off, in ``time.monotonic()`` seconds; None off Lambda.
-
-    Lambda's context has ``get_remaining_time_in_millis``; Yandex's the same name.
+    """When this invocation is cut off, in ``time.monotonic()`` seconds, from Lambda's
+    ``context.get_remaining_time_in_millis()``; None for a context without it (tests, the local stack).
     """
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if not callable(remaining):
