@@ -58,6 +58,7 @@ class FaultProxy:
         self.enabled.set()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._outage: tuple[float, str] = (0.0, "500")
         self._server = _Server(("127.0.0.1", 0), _Relay)
         self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
@@ -76,10 +77,19 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
+    def outage(self, seconds: float, kind: str = "500") -> None:
+        """Fail every request with ``kind`` for ``seconds`` from now: a brownout no retry rides out."""
+        with self._lock:
+            self._outage = (time.monotonic() + seconds, kind)
+
     def draw(self) -> str | None:
         """The fault for the next request, or None; counted."""
         with self._lock:
             self.requests += 1
+            until, kind = self._outage
+            if self.enabled.is_set() and time.monotonic() < until:
+                self.counts[f"outage {kind}"] += 1
+                return kind
             if not self.enabled.is_set() or self._random.random() >= self.rate:
                 return None
             kind = self._random.choices(list(self.mix), weights=list(self.mix.values()))[0]

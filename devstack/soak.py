@@ -56,6 +56,9 @@ POISON_BODIES = ("this is not json", '{"hello": "world"}', '{"Records": [{"event
                  '{"Records": "nope"}')
 # The worker's S3 client gives up on a held-back answer after this, and retries.
 WORKER_READ_TIMEOUT_S = 1.5
+# Every S3 request of the worker fails for this long once: longer than botocore's retries last,
+# so records fail, are named in batchItemFailures and come back from SQS.
+BROWNOUT_S = 6.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,15 +275,17 @@ def upload(stack: LocalStack, inputs: list[Input], stats: Stats, rng: random.Ran
     return etags
 
 
-def disturb(stack: LocalStack, worker: Worker, inputs: list[Input], etags: dict[str, str], stats: Stats,
-            rng: random.Random, deadline: float) -> None:
-    """Once 40% have results: SIGKILL the worker mid-batch and restart it; then late duplicates."""
+def disturb(stack: LocalStack, worker: Worker, proxy: FaultProxy, inputs: list[Input], etags: dict[str, str],
+            stats: Stats, rng: random.Random, deadline: float) -> None:
+    """At 40% of the results: SIGKILL the worker mid-batch and restart it; at 60%, an S3 brownout
+    (every request fails for a few seconds, longer than botocore's retries last); then late duplicates."""
     while time.monotonic() < deadline and len(results_present(stack, inputs)) < 0.4 * len(inputs):
         time.sleep(0.5)
     print(f"soak: {len(results_present(stack, inputs))} of {len(inputs)} results; SIGKILL to the worker", flush=True)
     stats.killed_mid_batch = worker.kill_mid_batch()
     stats.kills += 1
     worker.start()
+    _brownout(stack, inputs, proxy, deadline)
     done = sorted(results_present(stack, inputs))
     for key in rng.sample(done, min(len(done), max(2, len(inputs) // 50))):
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=_notification(key, etags[key]))
@@ -289,6 +294,15 @@ def disturb(stack: LocalStack, worker: Worker, inputs: list[Input], etags: dict[
     for key in rng.sample(done, min(len(done), max(1, len(inputs) // 100))):
         stack.store.put(key, by_key[key].data)  # the same bytes again: a new notification, same ETag
         stats.reuploads += 1
+
+
+def _brownout(stack: LocalStack, inputs: list[Input], proxy: FaultProxy, deadline: float) -> None:
+    while time.monotonic() < deadline and len(results_present(stack, inputs)) < 0.6 * len(inputs):
+        time.sleep(0.5)
+    print(f"soak: {len(results_present(stack, inputs))} of {len(inputs)} results; S3 brownout for "
+          f"{BROWNOUT_S:g} s", flush=True)
+    proxy.outage(BROWNOUT_S)
+    time.sleep(BROWNOUT_S)
 
 
 def results_present(stack: LocalStack, inputs: list[Input]) -> set[str]:
@@ -450,7 +464,8 @@ def print_table(report: Report, stats: Stats, proxy: FaultProxy, elapsed: float)
         ("handler outcomes", ", ".join(f"{report.statuses[k]} {k}" for k in ("ok", "error", "skipped", "failed"))
          + " (every delivery; failed ones were redelivered)"),
         ("S3 requests via proxy", f"{proxy.requests:,}"),
-        ("faults injected", ", ".join(f"{proxy.counts[k]} {k}" for k in FAULT_KINDS)),
+        ("faults injected", ", ".join(f"{proxy.counts[k]} {k}" for k in FAULT_KINDS)
+         + f"; {sum(n for k, n in proxy.counts.items() if k.startswith('outage'))} in a {BROWNOUT_S:g} s brownout"),
         ("worker SIGKILLs", f"{stats.kills} ({'mid-batch' if stats.killed_mid_batch else 'between batches'})"),
         ("duplicate notifications", f"{stats.duplicates_sent} sent, {stats.reuploads} unchanged re-uploads"),
         ("elapsed", f"{elapsed:.0f} s"),
@@ -489,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         try:
             etags = upload(stack, inputs, stats, rng)
-            disturb(stack, worker, inputs, etags, stats, rng, deadline)
+            disturb(stack, worker, proxy, inputs, etags, stats, rng, deadline)
             settle(stack, inputs, deadline)
         finally:
             worker.stop()
