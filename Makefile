@@ -10,7 +10,7 @@ RT_STAMP := $(RT_VENV)/.installed
 # What the tests of shared/ and functions/ must not need (training's stack); checked absent from that venv.
 TRAINING_MODULES := tensorflow keras lightgbm sklearn onnx tf2onnx
 
-.PHONY: venv demo test test-runtime lint bench package clean
+.PHONY: venv demo test test-runtime lint bench package soak clean
 
 venv: $(STAMP)
 
@@ -56,3 +56,8 @@ package: venv
 
 clean:
 	rm -rf $(VENV) $(RT_VENV) .pytest_cache build
+
+# Fault soak of the local stack (issue 10): every input gets exactly one result under S3 faults,
+# a worker SIGKILL, duplicates and poison messages. CI: make soak ARGS="--frames 150".
+soak: venv
+	$(PY) -m devstack.soak $(ARGS)

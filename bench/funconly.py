@@ -39,7 +39,9 @@ def _mem_store_class() -> type:
             return ObjectData(key, etag, len(body), body)
 
         def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
-                metadata: dict[str, str] | None = None) -> str:
+                metadata: dict[str, str] | None = None, if_none_match: bool = False,
+                if_match: str | None = None) -> str:
+            # Conditions are not checked: one writer per key here (the handler's conditional writes pass).
             etag = hashlib.md5(body).hexdigest()
             self.objects[key] = (bytes(body), etag)
             return etag

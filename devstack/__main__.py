@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import BUCKET, QUEUE, LocalStack
-from shared.errors import LocalStackError
+from shared.errors import LocalStackError, StorageError
 
 # A clip's timings_ms also breaks its "process" stage down into these; they are not added again.
 CLIP_PHASES = frozenset({"decode", "inference", "encode"})
@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except LocalStackError as exc:
         print(f"local: error: {exc}", file=sys.stderr)
         return 1
+    except StorageError as exc:  # moto died (or never answered) outside --serve's loop
+        print(f"local: error: the local object store failed ({exc}); run make demo again.", file=sys.stderr)
+        return 1
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -127,27 +130,50 @@ def _run(stack: LocalStack, args: argparse.Namespace) -> int:
     print(f"local: {len(found)} of {len(inputs)} results written under s3://{BUCKET}/results/"
           + (f"; {missing} MISSING" if missing else ""))
     if args.serve:
-        _serve(stack, ep)
+        return _serve(stack, ep) or (1 if missing else 0)
     return 0 if not missing else 1
 
 
-def _serve(stack: LocalStack, endpoint: str) -> None:
+def _serve(stack: LocalStack, endpoint: str) -> int:
+    """Print results as they appear until Ctrl-C (0), or until moto stops answering (1)."""
     print("\nlocal: serving; drop your own frames (or .mp4/.avi/.mov/.mkv clips) in, for example:")
     print(f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws s3 cp frame.jpg "
           f"s3://{BUCKET}/incoming/frame.jpg --endpoint-url {endpoint}")
     print(f"  AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws s3 cp "
           f"s3://{BUCKET}/results/frame.jpg.json - --endpoint-url {endpoint}")
     print(f"  (a clip's annotated copy: s3://{BUCKET}/results/<key>.annotated.mp4)")
-    print("local: Ctrl-C stops everything.")
-    seen = {o.key for o in stack.store.list(stack.settings.results_prefix)}
-    with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            for obj in stack.store.list(stack.settings.results_prefix):
-                if obj.key not in seen and obj.key.endswith(".json"):  # not the annotated .mp4 files
-                    seen.add(obj.key)
-                    print_row(obj.key, stack.store.get_json(obj.key))
-            time.sleep(1)
+    print("local: Ctrl-C stops everything.", flush=True)
+    seen: set[str] = set()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            seen = {o.key for o in stack.store.list(stack.settings.results_prefix)}
+            while True:
+                _print_new(stack, seen)
+                time.sleep(1)
+    except StorageError as exc:
+        print(f"local: {moto_gone(stack, exc)}", file=sys.stderr, flush=True)
+        return 1
     print("\nlocal: stopping the worker and the moto server.")
+    return 0
+
+
+def _print_new(stack: LocalStack, seen: set[str]) -> None:
+    for obj in stack.store.list(stack.settings.results_prefix):
+        if obj.key not in seen and obj.key.endswith(".json"):  # not the annotated .mp4 files
+            seen.add(obj.key)
+            print_row(obj.key, stack.store.get_json(obj.key))
+
+
+def moto_gone(stack: LocalStack, exc: StorageError) -> str:
+    """One line for a local stack whose moto server stopped answering."""
+    proc = stack.server.process
+    code = proc.poll() if proc is not None else None
+    if code is not None:
+        how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
+        return (f"the moto server at {stack.server.endpoint_url} {how}, so the local stack stopped; "
+                "run make demo again.")
+    return (f"the moto server at {stack.server.endpoint_url} stopped answering ({type(exc).__name__}), so the "
+            "local stack stopped; run make demo again.")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from functions.events import ParsedEvent, SourceKind, parse_event
-from functions.service import ClassifyService, Outcome, Status, StoreFactory, result_key_for
+from functions.service import ClassifyService, Outcome, Status, StoreFactory, left_alone
 from shared.bundle import fetch_files, fetch_manifest, resolve_version
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
@@ -110,18 +111,19 @@ class App:
             _log_line(logging.INFO, request_id, status="ignored", reason=reason)
         for bad in parsed.bad:
             _log_line(logging.ERROR, request_id, status="failed", item=bad.item_id, reason=bad.reason)
-        outcomes = self._run(parsed)
+        outcomes = self._run(parsed, _deadline(context))
         for outcome in outcomes:
             _log_outcome(outcome, request_id)
         return _respond(parsed, outcomes)
 
-    def _run(self, parsed: ParsedEvent) -> list[Outcome]:
+    def _run(self, parsed: ParsedEvent, deadline: float | None) -> list[Outcome]:
         refs = parsed.refs
-        in_scope = [ref for ref in refs if result_key_for(self.settings, ref.key) is not None]
-        if not in_scope:  # nothing to classify: don't pay for loading the model
-            return [Outcome(ref, Status.IGNORED) for ref in refs]
+        alone = [left_alone(self.settings, ref) for ref in refs]
+        in_scope = [ref for ref, outcome in zip(refs, alone, strict=True) if outcome is None]
+        if not in_scope:  # nothing to classify here: don't pay for loading the model
+            return [outcome or Outcome(ref, Status.IGNORED) for ref, outcome in zip(refs, alone, strict=True)]
         service = self._service(self.settings, self.stores, self.classifier(in_scope[0].bucket), self._clock)
-        return service.run(refs)
+        return service.run(refs, deadline=deadline)
 
 
 def make_handler(settings: FunctionSettings, *, stores: StoreFactory | None = None,
@@ -129,6 +131,19 @@ def make_handler(settings: FunctionSettings, *, stores: StoreFactory | None = No
                  service: ServiceFactory = ClassifyService) -> Handler:
     """A ``handler(event, context)`` with injected dependencies (tests, the local stack, benchmarks)."""
     return App(settings, stores=stores, loader=loader, clock=clock, service=service).handle
+
+
+def _deadline(context: Any) -> float | None:
+    """When this invocation is cut off, in ``time.monotonic()`` seconds, from Lambda's
+    ``context.get_remaining_time_in_millis()``; None for a context without it (tests, the local stack).
+    """
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    try:
+        return time.monotonic() + float(remaining()) / 1000
+    except (TypeError, ValueError):
+        return None
 
 
 def _respond(parsed: ParsedEvent, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -162,7 +177,9 @@ def _log_outcome(outcome: Outcome, request_id: str | None) -> None:
                       result_key=outcome.result_key)
     if outcome.error is not None:
         fields["error"] = {"type": type(outcome.error).__name__, "message": str(outcome.error)}
-    if outcome.status is Status.IGNORED:
+    if outcome.reason:
+        fields["reason"] = outcome.reason
+    elif outcome.status is Status.IGNORED:
         fields["reason"] = "The key is not under INPUT_PREFIX (or is a folder marker); it was left alone."
     if outcome.ref.message_id:
         fields["message_id"] = outcome.ref.message_id

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from functions.events import ObjectRef
 from functions.jobs import Job, JobRunner, explain_denied, ms_since
 from functions.results import Outcome, Status, annotated_key_for
-from shared.errors import ObjectNotFoundError
+from shared.errors import NoTimeLeftError, ObjectNotFoundError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
 
@@ -25,6 +25,9 @@ from shared.storage import ObjectStore
 VIDEO_RESULT_PARTS = ("video", "sampling", "summary", "partial", "annotated", "throughput", "frames")
 # process_video's phases that go into the result's timings_ms, next to download, process and upload.
 VIDEO_PHASES = ("decode", "inference", "encode")
+# Of the time an invocation has left when a clip starts, what decoding leaves for the rest:
+# flushing the encoder, uploading the annotated mp4 and writing the result (10%, 2-30 s).
+FINISH_SHARE, FINISH_MIN_S, FINISH_MAX_S = 0.1, 2.0, 30.0
 
 
 @dataclasses.dataclass
@@ -33,15 +36,18 @@ class ClipJob(Job):
 
     annotated_key: str = ""  # where the annotated mp4 goes
     video: dict[str, Any] | None = None  # what process_video found
+    deadline: float | None = None  # time.monotonic() by which decoding must stop (None: no limit)
 
 
 class ClipService(JobRunner[ClipJob]):
     """Classifies and annotates one clip per call."""
 
-    def run(self, ref: ObjectRef) -> Outcome:
+    def run(self, ref: ObjectRef, *, deadline: float | None = None) -> Outcome:
+        """Classify the clip ``ref``; ``deadline`` (``time.monotonic()``) is when the invocation ends."""
         job = self.new_job(ref)
         if isinstance(job, Outcome):
             return job
+        job.deadline = decoding_deadline(deadline)
         self.guarded(self.process)(job)
         self.guarded(self.write)(job)
         return job.settle()
@@ -77,8 +83,13 @@ class ClipService(JobRunner[ClipJob]):
             data = job.store.download(job.ref.key, clip, max_bytes=limits.max_bytes)
         job.timings["download"] = ms_since(started)
         job.etag, job.size = data.etag, data.size
+        if job.deadline is not None and time.monotonic() >= job.deadline:
+            raise NoTimeLeftError(f"No time was left in this invocation to decode s3://{job.ref.bucket}/{job.ref.key}; "
+                                  "it is retried. If this repeats, raise the clip function's timeout.",
+                                  bucket=job.ref.bucket, key=job.ref.key)
         started = time.perf_counter()
-        job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key)
+        job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key,
+                                  deadline=job.deadline)
         job.timings["process"] = ms_since(started)
         started = time.perf_counter()
         job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self.metadata(job))
@@ -116,6 +127,14 @@ class ClipService(JobRunner[ClipJob]):
             "annotated_key": job.annotated_key if video and job.error is None else None,
             **{part: video.get(part) for part in VIDEO_RESULT_PARTS},
         }
+
+
+def decoding_deadline(deadline: float | None) -> float | None:
+    """When decoding must stop so the clip's result is written before ``deadline``."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    return deadline - min(FINISH_MAX_S, max(FINISH_MIN_S, FINISH_SHARE * left))
 
 
 def process_video(clip: Path, classifier: Classifier, **kwargs: Any) -> dict[str, Any]:

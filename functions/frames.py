@@ -11,10 +11,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from functions.events import ObjectRef
-from functions.jobs import Job, JobRunner, explain_denied, ms_since
+from functions.jobs import Job, JobRunner, StoreFactory, explain_denied, ms_since
 from functions.results import Outcome, Status
+from shared.budget import DecodeBudget
+from shared.clock import Clock, utc_now
+from shared.config import FunctionSettings
 from shared.imaging import decode_image
-from shared.runtime import Prediction
+from shared.runtime import Classifier, Prediction
 from shared.storage import ObjectStore
 
 # Frames per backbone run: one event is normally one batch; this only bounds memory
@@ -31,13 +34,24 @@ class FrameJob(Job):
     batch_size: int = 0
 
     def finish(self, status: Status, *, result: dict[str, Any] | None = None,
-               error: BaseException | None = None) -> None:
+               error: BaseException | None = None, reason: str | None = None) -> None:
         self.image = None  # free the frame as soon as it is no longer needed
-        super().finish(status, result=result, error=error)
+        super().finish(status, result=result, error=error, reason=reason)
 
 
 class FrameService(JobRunner[FrameJob]):
-    """Classifies still frames: download + decode (threads), one batched inference, write (threads)."""
+    """Classifies still frames: download + decode (threads), one batched inference, write (threads).
+
+    The decoding threads share a :class:`~shared.budget.DecodeBudget` of the function's
+    memory (less the runtime's): each decode holds its estimated peak while it runs, so a
+    batch of large frames decodes a few at a time, and a frame that could never fit gets
+    an error result while the rest of the batch goes on.
+    """
+
+    def __init__(self, settings: FunctionSettings, stores: StoreFactory, classifier: Classifier,
+                 clock: Clock = utc_now) -> None:
+        super().__init__(settings, stores, classifier, clock)
+        self.budget = DecodeBudget(settings.decode_budget_bytes)
 
     def run(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
         """One outcome per ref, in order, in inference batches of at most INFERENCE_BATCH."""
@@ -74,7 +88,7 @@ class FrameService(JobRunner[FrameJob]):
         job.etag, job.size = data.etag, data.size
         started = time.perf_counter()
         job.image = decode_image(data.body, self.classifier.input_size, limits=self.settings.limits,
-                                 key=job.ref.key)
+                                 key=job.ref.key, budget=self.budget)
         job.timings["decode"] = ms_since(started)
 
     def infer(self, jobs: list[FrameJob]) -> None:

@@ -28,7 +28,7 @@ from functions.results import (
 )
 from shared.clock import Clock, iso_utc, utc_now
 from shared.config import FunctionSettings
-from shared.errors import AccessDeniedError, CCTVError, ObjectNotFoundError
+from shared.errors import AccessDeniedError, CCTVError, ObjectNotFoundError, PreconditionFailedError
 from shared.runtime import Classifier
 from shared.storage import ObjectInfo, ObjectStore
 
@@ -50,13 +50,16 @@ class Job:
     size: int | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)  # milliseconds per stage
     result_exists: bool = False
+    # The ETag of the stored result when there is one (from the skip check's HEAD): a
+    # replacement is written only if the result still has it (If-Match).
+    result_etag: str | None = None
     error: CCTVError | None = None
     outcome: Outcome | None = None
 
     def finish(self, status: Status, *, result: dict[str, Any] | None = None,
-               error: BaseException | None = None) -> None:
+               error: BaseException | None = None, reason: str | None = None) -> None:
         self.outcome = Outcome(self.ref, status, self.result_key, result, error,
-                               round((time.perf_counter() - self.started) * 1000, 1))
+                               round((time.perf_counter() - self.started) * 1000, 1), reason)
 
     def settle(self) -> Outcome:
         """The job's outcome; a job that never got one could not write its result."""
@@ -123,13 +126,17 @@ class JobRunner(Generic[J]):
 
     def _existing_result(self, job: J) -> dict[str, Any] | None:
         """The stored result if it already answers this delivery (same bytes, same model)."""
-        if head_or_none(job.store, job.result_key) is None:
+        stored = head_or_none(job.store, job.result_key)
+        if stored is None:
             return None  # the usual case: one cheap HEAD and on we go
-        job.result_exists = True
+        job.result_exists, job.result_etag = True, stored.etag
         try:
             existing: dict[str, Any] = job.store.get_json(job.result_key)
-        except (ObjectNotFoundError, ValueError):
-            return None  # deleted or unreadable meanwhile: write it afresh
+        except ObjectNotFoundError:
+            job.result_exists, job.result_etag = False, None  # deleted meanwhile: write it afresh
+            return None
+        except ValueError:
+            return None  # unreadable: replace it (if it is still the one read)
         if existing.get("model", {}).get("version") != self.model_version or not is_final(existing):
             return None
         etag = job.etag
@@ -147,8 +154,17 @@ class JobRunner(Generic[J]):
             job.finish(Status.SKIPPED, error=job.error)
             return
         result = self.build_result(job)
-        job.store.put(job.result_key, encode_result(result), content_type="application/json",
-                      metadata=self.metadata(job))
+        try:
+            # Conditional, so racing deliveries of one input write its result once: the first
+            # write only if there is none yet (If-None-Match: *), a replacement (another model,
+            # an error that did not settle the input) only if it is still the one read (If-Match).
+            job.store.put(job.result_key, encode_result(result), content_type="application/json",
+                          metadata=self.metadata(job), if_none_match=job.result_etag is None,
+                          if_match=job.result_etag)
+        except PreconditionFailedError:
+            # Another delivery wrote it meanwhile (or this one did, and only the answer was lost).
+            job.finish(Status.SKIPPED, reason="Another delivery of this input wrote its result meanwhile.")
+            return
         job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
 
     def metadata(self, job: J) -> dict[str, str]:

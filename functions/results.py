@@ -12,9 +12,10 @@ import enum
 import json
 from typing import Any
 
-from functions.events import ObjectRef
+from functions.events import ObjectRef, is_video_key
 from shared.config import FunctionSettings
 from shared.errors import settles_input
+from shared.storage import derived_key
 
 # The version of the result document (docs/schema/result.schema.json); bump it on a breaking change.
 RESULT_SCHEMA_VERSION = 1
@@ -43,6 +44,7 @@ class Outcome:
     result: dict[str, Any] | None = None
     error: BaseException | None = None
     ms: float = 0.0
+    reason: str | None = None  # why an IGNORED or SKIPPED record was left alone, when it is not the usual
 
     @property
     def needs_retry(self) -> bool:
@@ -50,20 +52,34 @@ class Outcome:
 
 
 def result_key_for(settings: FunctionSettings, key: str) -> str | None:
-    """``results/<key relative to the input prefix>.json``, or None for keys not to process."""
+    """``results/<key relative to the input prefix>.json``, or None for keys not to process.
+
+    A key near S3's 1,024-byte limit would give a result key over it (which S3 refuses with
+    KeyTooLongError, so the input would never get a result); its result goes to
+    ``results/_long/<sha256 of the input key>.json`` instead (see shared.storage.derived_key).
+    """
     if not key.startswith(settings.input_prefix) or key.endswith("/"):
         return None  # outside the input prefix, or a "folder" marker object
-    return f"{settings.results_prefix}{key[len(settings.input_prefix):]}.json"
+    return derived_key(settings.results_prefix, key[len(settings.input_prefix):], ".json", source_key=key)
 
 
 def annotated_key_for(settings: FunctionSettings, key: str) -> str | None:
     """``results/<key relative to the input prefix>.annotated.mp4``, or None for keys not to process.
 
     Always under RESULTS_PREFIX, which may not overlap INPUT_PREFIX (FunctionSettings
-    refuses that), so writing it can never trigger the function again.
+    refuses that), so writing it can never trigger the function again.  Too long a key
+    falls back to ``results/_long/<sha256 of the input key>.annotated.mp4``.
     """
-    result_key = result_key_for(settings, key)
-    return None if result_key is None else result_key.removesuffix(".json") + ANNOTATED_SUFFIX
+    if result_key_for(settings, key) is None:
+        return None
+    return derived_key(settings.results_prefix, key[len(settings.input_prefix):], ANNOTATED_SUFFIX, source_key=key)
+
+
+def handled_here(settings: FunctionSettings, key: str) -> bool:
+    """Whether this deployment takes ``key``: FUNCTION_ROLE=frames leaves clips to the clip function."""
+    if settings.role == "all":
+        return True
+    return is_video_key(key) == (settings.role == "clips")
 
 
 def is_final(result: dict[str, Any]) -> bool:

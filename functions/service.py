@@ -22,13 +22,35 @@ from functions.clips import ClipService
 from functions.events import ObjectRef, is_video_key
 from functions.frames import FrameService
 from functions.jobs import StoreFactory
-from functions.results import Outcome, Status, annotated_key_for, encode_result, is_final, result_key_for
+from functions.results import (
+    Outcome,
+    Status,
+    annotated_key_for,
+    encode_result,
+    handled_here,
+    is_final,
+    result_key_for,
+)
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
 from shared.runtime import Classifier
 
+# Why a record is left alone when FUNCTION_ROLE splits frames and clips between two functions.
+ELSEWHERE = {"frames": "A clip: the clip function (FUNCTION_ROLE=clips) classifies it.",
+             "clips": "Not a clip: the frame function (FUNCTION_ROLE=frames) classifies it.", "all": ""}
+
+
+def left_alone(settings: FunctionSettings, ref: ObjectRef) -> Outcome | None:
+    """The outcome of a record this deployment does not process (IGNORED, with why), or None."""
+    if result_key_for(settings, ref.key) is None:
+        return Outcome(ref, Status.IGNORED)  # outside the input prefix, or a folder marker
+    if not handled_here(settings, ref.key):
+        return Outcome(ref, Status.IGNORED, reason=ELSEWHERE[settings.role])
+    return None
+
+
 __all__ = ["ClassifyService", "Outcome", "Status", "StoreFactory", "annotated_key_for", "encode_result",
-           "is_final", "result_key_for"]
+           "handled_here", "is_final", "left_alone", "result_key_for"]
 
 
 class ClassifyService:
@@ -44,11 +66,16 @@ class ClassifyService:
         self.frames = self.frame_service(settings, stores, classifier, clock)
         self.clips = self.clip_service(settings, stores, classifier, clock)
 
-    def run(self, refs: Sequence[ObjectRef]) -> list[Outcome]:
-        """One outcome per ref, in order; never raises for a single bad record."""
-        frames = [i for i, ref in enumerate(refs) if not is_video_key(ref.key)]
-        outcomes = dict(zip(frames, self.frames.run([refs[i] for i in frames]), strict=True))
+    def run(self, refs: Sequence[ObjectRef], *, deadline: float | None = None) -> list[Outcome]:
+        """One outcome per ref, in order; never raises for a single bad record.
+
+        ``deadline`` (``time.monotonic()`` seconds) is when the invocation is cut off: a clip
+        stops decoding in time to write a partial result before it.
+        """
+        outcomes = {i: outcome for i, ref in enumerate(refs) if (outcome := left_alone(self.settings, ref))}
+        frames = [i for i, ref in enumerate(refs) if i not in outcomes and not is_video_key(ref.key)]
+        outcomes.update(zip(frames, self.frames.run([refs[i] for i in frames]), strict=True))
         for i, ref in enumerate(refs):
             if i not in outcomes:
-                outcomes[i] = self.clips.run(ref)
+                outcomes[i] = self.clips.run(ref, deadline=deadline)
         return [outcomes[i] for i in range(len(refs))]

@@ -16,6 +16,19 @@ DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
 # 50 MP admits 8K frames and 4:3 photos from 40 MP sensors; beyond that is a bomb.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 DEFAULT_MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MIB = 1024 * 1024
+# What one frame's decode may take at most (its estimate from the header: the decoded pixels
+# in Pillow's mode, the decoder's own buffers and the working strips).  256 MiB admits every
+# 50 MP PNG, TIFF and baseline JPEG in any mode; see shared/imaging.py for what it refuses.
+DEFAULT_MAX_DECODE_MB = 256
+# Memory the function has when neither AWS_LAMBDA_FUNCTION_MEMORY_SIZE nor FUNCTION_MEMORY_MB
+# is set (the local stack, tests): the deployed clip function's size.
+DEFAULT_FUNCTION_MEMORY_MB = 2048
+# Kept out of the decode budget: the interpreter, onnxruntime with its model and the batch
+# of 224x224 frames (a worker peaked at 273 MB with MobileNetV2, 388 MB with ResNet50).
+RESERVED_MEMORY_MB = 512
+# FUNCTION_ROLE values: one function for everything, or a frame function and a clip function.
+ROLES = ("all", "frames", "clips")
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -54,15 +67,28 @@ class S3Settings:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeLimits:
+    """What one frame may be: bytes on disk, declared pixels, and memory to decode it."""
+
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_MB * MIB
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DecodeLimits:
         return cls(
             max_bytes=_int(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
             max_pixels=_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
+            max_decode_bytes=_int(env, "MAX_DECODE_MB", DEFAULT_MAX_DECODE_MB) * MIB,
         )
+
+
+def decode_budget_bytes(memory_mb: int) -> int:
+    """Bytes all threads may spend decoding frames at once, for a function of ``memory_mb``.
+
+    Everything but RESERVED_MEMORY_MB, and never less than a quarter of the memory (a
+    small function then decodes one modest frame at a time rather than none).
+    """
+    return max(memory_mb - RESERVED_MEMORY_MB, memory_mb // 4) * MIB
 
 
 def _number(env: Mapping[str, str], name: str, default: float | None, kind: type) -> Any:
@@ -140,11 +166,24 @@ class FunctionSettings:
     limits: DecodeLimits = dataclasses.field(default_factory=DecodeLimits)
     video: VideoLimits = dataclasses.field(default_factory=VideoLimits)
     max_workers: int = 4
+    # The function's memory: Lambda's AWS_LAMBDA_FUNCTION_MEMORY_SIZE, else FUNCTION_MEMORY_MB.
+    memory_mb: int = DEFAULT_FUNCTION_MEMORY_MB
+    # What this deployment of the handler takes (FUNCTION_ROLE): "all" (one function for
+    # frames and clips), "frames" (clip keys are left to a separate clip function) or "clips".
+    role: str = "all"
+
+    @property
+    def decode_budget_bytes(self) -> int:
+        """See :func:`decode_budget_bytes`: what the frames of one invocation may decode at once."""
+        return decode_budget_bytes(self.memory_mb)
 
     def __post_init__(self) -> None:
         for name in ("input_prefix", "results_prefix", "model_prefix"):
             object.__setattr__(self, name, normalise_prefix(getattr(self, name)))
         self._refuse_overlap()
+        if self.role not in ROLES:
+            raise ConfigError(f"Set FUNCTION_ROLE to one of {', '.join(ROLES)}; it is {self.role!r}.",
+                              setting="FUNCTION_ROLE")
 
     def _refuse_overlap(self) -> None:
         pairs = [("INPUT_PREFIX", self.input_prefix), ("RESULTS_PREFIX", self.results_prefix),
@@ -171,4 +210,7 @@ class FunctionSettings:
             limits=DecodeLimits.from_env(env),
             video=VideoLimits.from_env(env),
             max_workers=_int(env, "MAX_WORKERS", 4),
+            memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                           _int(env, "FUNCTION_MEMORY_MB", DEFAULT_FUNCTION_MEMORY_MB)),
+            role=(env.get("FUNCTION_ROLE") or "all").strip().lower(),
         )

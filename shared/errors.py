@@ -99,6 +99,23 @@ class TransientStorageError(StorageError):
     retryable = True
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write lost: the key exists (If-None-Match) or changed (If-Match) meanwhile.
+
+    Not a fault: another writer got there first, which callers treat as "already written".
+    """
+
+
+class NoTimeLeftError(CCTVError):
+    """The invocation was about to end before a clip could be started; it is retried."""
+
+    retryable = True
+
+
+class KeyTooLongError(StorageError):
+    """The key is over S3's 1,024-byte (UTF-8) limit, so no object can ever be stored there."""
+
+
 # -- input images -------------------------------------------------------------------
 
 
@@ -123,6 +140,10 @@ class TruncatedImageError(InvalidImageError):
 
 class NotAnImageError(InvalidImageError):
     pass
+
+
+class ImageTooLargeToDecodeError(InvalidImageError):
+    """Decoding the frame would need more memory than one frame may use (MAX_DECODE_MB, the function's memory)."""
 
 
 # -- input clips (video mode) ---------------------------------------------------------

@@ -138,7 +138,11 @@ class Classifier:
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the sessions
                 sessions.set_exception(exc)
 
-        threading.Thread(target=load, name="model-load", daemon=True).start()
+        # Not a daemon: at exit the interpreter waits for it.  A daemon thread still inside
+        # onnxruntime's session constructor when the process exits (a handler call whose records
+        # were all skipped returns before the load ends) aborts it: "terminate called without an
+        # active exception" from a C++ thread destroyed while still joinable.
+        threading.Thread(target=load, name="model-load", daemon=False).start()
         return cls._with(manifest, sessions)
 
     @classmethod

@@ -21,7 +21,9 @@ from shared.errors import (
     ConfigError,
     CredentialsError,
     ImageTooLargeError,
+    KeyTooLongError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     StorageError,
     TransientStorageError,
     VideoTooLargeError,
@@ -32,9 +34,14 @@ _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
               "ServiceUnavailable", "RequestTimeTooSkewed", "500", "502", "503", "504"}
 # Streamed bodies are read in chunks of this size: a 200 MB clip never sits in memory.
 DOWNLOAD_CHUNK = 1024 * 1024
+# S3's limit on a key, in bytes of its UTF-8 form.
+MAX_KEY_BYTES = 1024
+# Where a derived key that would be too long goes instead, under its prefix.
+LONG_KEY_FOLDER = "_long/"
 
 
-def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5) -> Any:
+def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5,
+                read_timeout: float = 30.0) -> Any:
     """Build an S3 client; botocore is imported here so importing this module stays cheap.
 
     The client comes from a botocore session rather than ``boto3.client``: the same API
@@ -49,7 +56,7 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         # Path-style works for moto, MinIO and Yandex alike; AWS accepts it too.
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
@@ -60,6 +67,23 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         raise ConfigError(f"The S3 endpoint URL {settings.endpoint_url!r} is not valid ({exc}); give a full URL "
                           "such as https://storage.yandexcloud.net or http://127.0.0.1:9000.",
                           endpoint_url=settings.endpoint_url) from None
+
+
+def derived_key(prefix: str, relative: str, suffix: str, *, source_key: str) -> str:
+    """``prefix + relative + suffix``, or a fixed-length fallback when that is over S3's key limit.
+
+    The fallback is ``prefix + "_long/" + sha256(source_key) + suffix``: deterministic, so a
+    repeated delivery finds the same key, and 64 hex digits long whatever the source.  An
+    input key can be up to 1,024 bytes, and its result key is longer than it, so inputs with
+    keys near the limit (1,021-1,024 bytes under the default prefixes) need it; the result
+    itself names its source key.
+    """
+    key = f"{prefix}{relative}{suffix}"
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    import hashlib
+
+    return f"{prefix}{LONG_KEY_FOLDER}{hashlib.sha256(source_key.encode()).hexdigest()}{suffix}"
 
 
 class Digest(Protocol):
@@ -119,10 +143,18 @@ def _translate_client_error(exc: Any, where: str, bucket: str, key: str | None) 
         return CredentialsError(
             f"The credentials were refused for {where} ({code}); refresh them and try again.",
             bucket=bucket, key=key)
+    if code in {"PreconditionFailed", "412"}:
+        return PreconditionFailedError(
+            f"{where} was written by someone else meanwhile ({err.get('Condition') or 'precondition'} failed); "
+            "read it again before replacing it.", bucket=bucket, key=key)
+    if code == "KeyTooLongError":
+        return KeyTooLongError(
+            f"{where} is over S3's {MAX_KEY_BYTES:,}-byte key limit; use a shorter key.", bucket=bucket, key=key)
     if code in {"AccessDenied", "403", "AllAccessDisabled"}:
         return AccessDeniedError(
             f"Access to {where} was denied; grant this role the needed s3 permission.", bucket=bucket, key=key)
-    if code in _TRANSIENT or status >= 500:
+    # 409 ConditionalRequestConflict: two conditional writes of one key raced; S3 says to retry.
+    if code in _TRANSIENT or code == "ConditionalRequestConflict" or status >= 500:
         return TransientStorageError(
             f"The object store failed on {where} ({code or status}) after retries; retry later.",
             bucket=bucket, key=key)
@@ -216,22 +248,44 @@ class ObjectStore:
         return ObjectInfo(key, resp["ETag"].strip('"'), size)
 
     def put_file(self, key: str, path: Path, *, content_type: str = "application/octet-stream",
-                 metadata: dict[str, str] | None = None) -> str:
-        """Upload the file ``path`` in one PUT, streamed from disk (never read into memory whole)."""
+                 metadata: dict[str, str] | None = None, if_none_match: bool = False,
+                 if_match: str | None = None) -> str:
+        """Upload the file ``path`` in one PUT, streamed from disk (never read into memory whole).
+
+        ``if_none_match`` and ``if_match`` make it conditional, as :meth:`put`.
+        """
         with open(path, "rb") as body:
-            resp = self._call(key, self.client.put_object, Key=key, Body=body, ContentType=content_type,
-                              Metadata=metadata or {})
-        return str(resp.get("ETag", "")).strip('"')
+            return self._put(key, body, content_type, metadata, if_none_match, if_match)
 
     def put(self, key: str, body: bytes, *, content_type: str = "application/octet-stream",
-            metadata: dict[str, str] | None = None) -> str:
-        resp = self._call(key, self.client.put_object, Key=key, Body=body, ContentType=content_type,
-                          Metadata=metadata or {})
+            metadata: dict[str, str] | None = None, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Write ``key``; return the new ETag.
+
+        ``if_none_match=True`` writes only if the key does not exist yet (``If-None-Match: *``);
+        ``if_match=ETAG`` only if it still holds that ETag.  Either way a lost race raises
+        ``PreconditionFailedError`` and leaves the object as the other writer left it.
+        """
+        return self._put(key, body, content_type, metadata, if_none_match, if_match)
+
+    def _put(self, key: str, body: Any, content_type: str, metadata: dict[str, str] | None, if_none_match: bool,
+             if_match: str | None) -> str:
+        conditions: dict[str, str] = {}
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = f'"{if_match.strip(chr(34))}"'
+        try:
+            resp = self._call(key, self.client.put_object, Key=key, Body=body, ContentType=content_type,
+                              Metadata=metadata or {}, **conditions)
+        except ObjectNotFoundError as exc:  # If-Match on a key deleted meanwhile: the condition failed too
+            raise PreconditionFailedError(
+                f"s3://{self.bucket}/{key} was deleted meanwhile (If-Match failed); read it again before "
+                "replacing it.", bucket=self.bucket, key=key) from exc
         return str(resp.get("ETag", "")).strip('"')
 
-    def put_json(self, key: str, obj: Any) -> str:
+    def put_json(self, key: str, obj: Any, *, if_none_match: bool = False, if_match: str | None = None) -> str:
         data = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False).encode()
-        return self.put(key, data, content_type="application/json")
+        return self.put(key, data, content_type="application/json", if_none_match=if_none_match, if_match=if_match)
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key).body)

@@ -174,10 +174,12 @@ def _writer(out_path: Path | None, info: VideoInfo, manifest: Any) -> Any:
 
 def process_video(path_in: Path, classifier: FrameClassifier, *, out_path: Path | None = None,
                   limits: VideoLimits | None = None, clock: Callable[[], float] = time.perf_counter,
-                  name: str | None = None, batch_size: int = BATCH_SIZE) -> dict[str, Any]:
+                  name: str | None = None, batch_size: int = BATCH_SIZE,
+                  deadline: float | None = None) -> dict[str, Any]:
     """Classify the clip at ``path_in``; write the annotated mp4 to ``out_path`` when given.
 
-    ``name`` (the object key, say) is only used in messages.  Raises an
+    ``name`` (the object key, say) is only used in messages.  At ``deadline``
+    (``time.monotonic()``) decoding stops and the result is partial, saying so.  Raises an
     ``InvalidVideoError`` subclass for a clip that cannot be used at all; a clip that
     stops decoding part-way gives the frames it has and a ``partial`` entry.
     """
@@ -191,7 +193,8 @@ def process_video(path_in: Path, classifier: FrameClassifier, *, out_path: Path 
         check_video_info(info, limits, name)
         plan = plan_sampling(info, limits)
         reader = FrameReader(container, stream, info, max_duration_s=limits.max_duration_s, name=name,
-                             max_frames=limits.decoded_frames_limit, max_pixels=limits.max_pixels)
+                             max_frames=limits.decoded_frames_limit, max_pixels=limits.max_pixels,
+                             deadline=deadline)
         writer = _writer(out_path, info, classifier.manifest)
         pipeline = Pipeline(classifier, Sampler(plan), timer, writer=writer, batch_size=batch_size,
                             max_pending=max_pending_frames(info))
@@ -203,9 +206,8 @@ def _run_and_finish(reader: FrameReader, pipeline: Pipeline, timer: Timer, write
     try:
         run_frames(reader, pipeline, timer)
         if reader.decoded == 0:
-            ffmpeg = f" (FFmpeg: {reader.error})" if reader.error else ""
-            raise EmptyVideoError(f"{quoted(name)} has no video frames that could be decoded{ffmpeg}; it is empty "
-                                  "or was cut short before its first frame. Upload the complete clip.", key=name)
+            raise EmptyVideoError(f"{quoted(name)} has no video frames that could be decoded{reader.ffmpeg_note}; "
+                                  f"{reader.diagnosis_of_nothing()}", key=name)
         if writer is not None:
             with timer("encode"):
                 writer.close()

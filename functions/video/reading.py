@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -204,17 +205,21 @@ class FrameReader:
     """
 
     def __init__(self, container: Any, stream: Any, info: VideoInfo, *, max_duration_s: float, name: str,
-                 max_frames: int | None = None, max_pixels: int | None = None) -> None:
+                 max_frames: int | None = None, max_pixels: int | None = None,
+                 deadline: float | None = None) -> None:
         self._container, self._stream, self._info = container, stream, info
         self._max_duration_s, self._name = max_duration_s, name
         self._max_frames, self._max_pixels = max_frames, max_pixels
+        self._deadline = deadline
         self._origin: int | None = stream.start_time
         self._convert = rgb_converter()
         self.decoded = 0
         self.last_time_s: float | None = None
         self.bad_packets = 0
+        self.packets = 0  # packets with data the demuxer delivered
         self.error: str | None = None
         self.gave_up = False
+        self.out_of_time = False
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         import av
@@ -222,6 +227,10 @@ class FrameReader:
         run = 0
         try:
             for packet in self._container.demux(self._stream):
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    self.out_of_time = True  # stop in time to write the result before the invocation ends
+                    return
+                self.packets += 1 if packet.size else 0
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as exc:
@@ -275,21 +284,55 @@ class FrameReader:
                 return f"{reached:.2f} s of the {info.duration_s:.2f} s"
         return None
 
+    @property
+    def ffmpeg_note(self) -> str:
+        return f" (FFmpeg: {self.error})" if self.error else ""
+
+    def _cut_short(self) -> bool:
+        """Whether the file ends before the data its header declares (an upload cut short).
+
+        A complete file whose packets fail to decode is damaged, not cut short: the demuxer
+        then still delivers as many packets as the header declares frames.
+        """
+        if self.bad_packets >= MAX_BAD_PACKETS:
+            return False  # it gave up on a run of undecodable packets, before the end of the file
+        declared = self._info.frames_declared
+        if declared is not None:
+            return self.packets < declared - FRAME_COUNT_SLACK
+        return True  # no count to compare with: a shortfall in time means the data ran out
+
+    def diagnosis_of_nothing(self) -> str:
+        """What to tell when not one frame decoded."""
+        if self.packets and self.bad_packets and not self._cut_short():
+            return (f"all {self.packets} of its packets are there but none decoded, so its data is corrupt "
+                    "(damaged on the camera or on the way), not cut short. Upload an intact copy.")
+        return "it is empty or was cut short before its first frame. Upload the complete clip."
+
     def partial(self) -> dict[str, Any] | None:
         """Where and why decoding stopped early, or None when the whole clip was read."""
         short = self._shortfall()
-        if not (short or self.gave_up):
+        if not (short or self.gave_up or self.out_of_time):
             return None
-        ffmpeg = f" (FFmpeg: {self.error})" if self.error else ""
-        if short:
-            reason = (f"The clip ends after {short} its header declares{ffmpeg}; it was probably cut short "
-                      "during upload. Upload the complete clip for a full result.")
-        else:
-            reason = (f"Decoding stopped after frame {self.decoded}{ffmpeg}; the rest of the clip is damaged. "
-                      "Upload an intact copy for a full result.")
+        cause, reason = self._why(short)
         stopped_s = None if self.last_time_s is None else round(self.last_time_s, 4)
         return {"stopped_at_frame": self.decoded, "stopped_at_s": stopped_s,
-                "frames_declared": self._info.frames_declared, "reason": reason}
+                "frames_declared": self._info.frames_declared, "cause": cause, "reason": reason}
+
+    def _why(self, short: str | None) -> tuple[str, str]:
+        """(cause, reason): out of time, cut short, or damaged."""
+        at = f"frame {self.decoded}" + (f" ({self.last_time_s:.1f} s)" if self.last_time_s is not None else "")
+        if self.out_of_time:
+            return "time", (f"Decoding stopped at {at} to leave time to write this result before the function's "
+                            "timeout; the clip takes longer to process than one invocation allows. Send shorter "
+                            "clips, or raise the function's timeout (or lower MAX_VIDEO_SECONDS).")
+        if short and self._cut_short():
+            return "cut_short", (f"The clip ends after {short} its header declares{self.ffmpeg_note}: the file "
+                                 "stops before its data does, so it was probably cut short during upload. Upload "
+                                 "the complete clip for a full result.")
+        lost = f"it gave {short} its header declares" if short else f"decoding stopped after {at}"
+        return "damaged", (f"{self.bad_packets} of its packets could not be decoded{self.ffmpeg_note} and {lost}, "
+                           "although the file holds all its data: the clip is damaged (corrupt on the camera or "
+                           "on the way), not cut short. Upload an intact copy for a full result.")
 
 
 

@@ -506,3 +506,56 @@ def test_cli_module_entry_point_without_traceback(bundle_dir: Path, tmp_path: Pa
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "has no video stream" in proc.stderr
+
+
+# -- diagnosis: damaged is not cut short; out of time is said ---------------------------------------
+
+
+def _corrupt_middle(src: Path, dst: Path, share: float = 0.1, seed: int = 5) -> Path:
+    """Same length as ``src``, with a run of random bytes in the middle of its data."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    start, length = len(data) // 2, int(len(data) * share)
+    data[start:start + length] = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+# Not .mkv: its demuxer skips a corrupt cluster without a word, so the lost frames leave no trace
+# but a gap in the timestamps (which variable-rate cameras leave too).
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_a_corrupt_clip_is_called_damaged_not_cut_short(tiny: Classifier, clips: Path, tmp_path: Path,
+                                                       suffix: str) -> None:
+    whole = vf.write_clip(clips / f"whole{suffix}", vf.labels_switching(6.0), size=(320, 240))
+    bad = _corrupt_middle(whole, tmp_path / f"corrupt{suffix}")
+    try:
+        result = process_video(bad, tiny, out_path=tmp_path / "annotated.mp4")
+    except EmptyVideoError as exc:  # nothing decoded at all: the message must still say damaged
+        message = str(exc)
+    else:
+        partial = result["partial"]
+        assert partial is not None and partial["cause"] == "damaged", partial
+        assert result["video"]["bad_packets"] > 0
+        message = partial["reason"]
+    assert "damaged" in message and "not cut short" in message and "probably cut short" not in message
+
+
+def test_a_truncated_clip_is_still_called_cut_short(tiny: Classifier, clips: Path, tmp_path: Path) -> None:
+    whole = vf.write_clip(clips / "whole-trunc.mp4", vf.labels_switching(6.0), size=(320, 240))
+    result = process_video(vf.truncate(whole, tmp_path / "cut.mp4", 0.5), tiny)
+    assert result["partial"]["cause"] == "cut_short" and "cut short" in result["partial"]["reason"]
+
+
+def test_decoding_stops_at_the_deadline_and_the_result_says_why(tiny: Classifier, clips: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    whole = vf.write_clip(clips / "whole-time.mp4", vf.labels_switching(6.0), size=(320, 240))
+    ticks = iter(range(10_000))
+    # A clock that moves one second per reading: the deadline 20 "seconds" away passes part-way.
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(ticks)))
+    result = process_video(whole, tiny, out_path=tmp_path / "annotated.mp4", deadline=20.0)
+    partial = result["partial"]
+    assert partial["cause"] == "time" and "timeout" in partial["reason"], partial
+    assert 0 < partial["stopped_at_frame"] < 60 and result["video"]["frames_decoded"] == partial["stopped_at_frame"]
+    assert len(decode_all(tmp_path / "annotated.mp4")[1]) == partial["stopped_at_frame"]

@@ -168,3 +168,27 @@ def test_video_limits_are_refused_through_function_settings_too() -> None:
     with pytest.raises(ConfigError) as info:
         FunctionSettings.from_env({"VIDEO_SAMPLE_FPS": "0"})
     assert info.value.context["setting"] == "VIDEO_SAMPLE_FPS" and "positive" in str(info.value)
+
+
+def test_decode_memory_settings() -> None:
+    defaults = FunctionSettings.from_env({})
+    assert defaults.limits.max_decode_bytes == 256 * 1024 * 1024
+    assert defaults.memory_mb == 2048 and defaults.decode_budget_bytes == (2048 - 512) * 1024 * 1024
+    settings = FunctionSettings.from_env({"MAX_DECODE_MB": "100", "FUNCTION_MEMORY_MB": "1024"})
+    assert settings.limits.max_decode_bytes == 100 * 1024 * 1024
+    assert settings.decode_budget_bytes == 512 * 1024 * 1024
+    # Lambda's own variable wins: it is the memory the function really has.
+    lam = FunctionSettings.from_env({"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008", "FUNCTION_MEMORY_MB": "1024"})
+    assert lam.memory_mb == 3008
+    # A small function still decodes, a quarter of its memory at a time.
+    assert FunctionSettings(memory_mb=512).decode_budget_bytes == 128 * 1024 * 1024
+    with pytest.raises(ConfigError, match="FUNCTION_MEMORY_MB"):
+        FunctionSettings.from_env({"FUNCTION_MEMORY_MB": "lots"})
+
+
+def test_function_role() -> None:
+    assert FunctionSettings.from_env({}).role == "all"
+    assert FunctionSettings.from_env({"FUNCTION_ROLE": " Frames "}).role == "frames"
+    assert FunctionSettings.from_env({"FUNCTION_ROLE": "clips"}).role == "clips"
+    with pytest.raises(ConfigError, match="FUNCTION_ROLE"):
+        FunctionSettings.from_env({"FUNCTION_ROLE": "videos"})

@@ -15,15 +15,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps, JpegImagePlugin
 
+from shared import imaging
+from shared.budget import DecodeBudget
 from shared.config import DecodeLimits
 from shared.errors import (
     DecompressionBombError,
     ImageTooLargeError,
+    ImageTooLargeToDecodeError,
     InvalidImageError,
     NotAnImageError,
     TruncatedImageError,
 )
-from shared.imaging import RESIZE_FILTER, decode_image
+from shared.imaging import RESIZE_FILTER, decode_image, estimate_decode_bytes
 
 KEY = "incoming/cam-7/frame-0001.jpg"
 WHITE = (255, 255, 255)
@@ -365,10 +368,9 @@ def test_declared_huge_dimensions_are_refused_before_decoding(width: int, height
     with pytest.raises(DecompressionBombError) as info:
         decode_image(data, (224, 224), key=KEY)
     assert_names_key(info.value)
-    if Image.MAX_IMAGE_PIXELS is None or width * height < Image.MAX_IMAGE_PIXELS:
-        # Below Pillow's own threshold, our limit is what refuses it, and says so.
-        assert info.value.context["width"] == width and info.value.context["height"] == height
-        assert "50,000,000-pixel limit" in str(info.value)
+    # Our limit is what refuses it, above Pillow's own thresholds too, and the message names the setting.
+    assert info.value.context["width"] == width and info.value.context["height"] == height
+    assert "50,000,000-pixel limit" in str(info.value) and "MAX_IMAGE_PIXELS" in str(info.value)
 
 
 def test_pixel_limit_is_inclusive() -> None:
@@ -442,3 +444,92 @@ def test_damaged_bytes_never_escape_as_anything_but_invalid_image() -> None:
                 assert_sentence(exc)
             else:
                 assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+
+
+# -- strip-wise decoding: the same pixels as the whole-image path -------------------------
+
+
+def _random_image(mode: str, size: tuple[int, int] = (150, 110)) -> Image.Image:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    alpha = Image.fromarray(rgb[..., 0])
+    return {
+        "RGB": lambda: Image.fromarray(rgb),
+        "RGBA": lambda: Image.merge("RGBA", [*Image.fromarray(rgb).split(), alpha]),
+        "LA": lambda: Image.merge("LA", [Image.fromarray(rgb[..., 1]), alpha]),
+        "P": lambda: Image.fromarray(rgb).quantize(32),
+        "I;16": lambda: Image.fromarray(rng.integers(0, 65536, rgb.shape[:2]).astype(np.uint16)),
+        "F": lambda: Image.fromarray((rng.random(rgb.shape[:2]) * 400 - 50).astype(np.float32)),
+    }[mode]()
+
+
+def _whole_image_reference(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """What DECODER_VERSION 1 did: the whole frame upright, to RGB, then resized."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return imaging.fit_to_input(imaging._to_rgb(ImageOps.exif_transpose(img)), size)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "F"])
+def test_strips_give_the_same_pixels_as_the_whole_image_in_every_orientation(
+        mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 1000)  # many strips, and several tiles a strip
+    img = _random_image(mode)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = encode(img, "TIFF" if mode == "F" else "PNG", exif=exif)
+        for size in [(24, 16), (7, 31)]:
+            assert np.array_equal(decode_image(data, size), _whole_image_reference(data, size)), (mode, orientation)
+
+
+def test_sides_over_max_side_are_box_averaged_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 500)
+    monkeypatch.setattr(imaging, "MAX_SIDE", 40)
+    arr = np.zeros((30, 400, 3), dtype=np.uint8)
+    arr[:, 200:] = (0, 0, 255)
+    out = decode_image(encode(Image.fromarray(arr), "PNG"), (8, 4))
+    assert_uniform(out[:, :3], (3, 4), (0, 0, 0), 0)
+    assert_uniform(out[:, 5:], (3, 4), (0, 0, 255), 0)
+
+
+def test_a_jpeg_stub_gets_advice() -> None:
+    stub = encode(_halves((640, 480)), "JPEG")[:200]
+    with pytest.raises(TruncatedImageError) as info:
+        decode_image(stub, (8, 8), key=KEY)
+    assert_names_key(info.value)
+    message = str(info.value)
+    assert "200 bytes" in message and "stub" in message and "send the frame again" in message
+
+
+def test_the_estimate_counts_the_pixels_in_pillows_mode_and_the_decoders_buffers() -> None:
+    def estimate(data: bytes) -> int:
+        with Image.open(io.BytesIO(data)) as img:
+            return estimate_decode_bytes(img, (224, 224))
+
+    grey = estimate(encode(Image.new("L", (2000, 1000)), "PNG"))
+    rgba = estimate(encode(Image.new("RGBA", (2000, 1000)), "PNG"))
+    webp = estimate(encode(Image.new("RGB", (2000, 1000)), "WEBP", lossless=True))
+    assert rgba - grey == 3 * 2000 * 1000  # 4 bytes a pixel against 1
+    assert webp - rgba == imaging._WEBP_EXTRA_PER_PIXEL * 2000 * 1000
+
+
+def test_a_frame_over_max_decode_bytes_is_refused_naming_the_setting() -> None:
+    data = encode(Image.new("RGBA", (1000, 1000)), "PNG")
+    with pytest.raises(ImageTooLargeToDecodeError) as info:
+        decode_image(data, (8, 8), limits=DecodeLimits(max_decode_bytes=10 * 1024 * 1024), key=KEY)
+    assert_names_key(info.value)
+    assert "MAX_DECODE_MB" in str(info.value) and info.value.context["decode_bytes"] > 10 * 1024 * 1024
+
+
+def test_decodes_hold_their_estimate_in_the_budget_and_give_it_back() -> None:
+    budget = DecodeBudget(256 * 1024 * 1024)
+    data = encode(Image.new("RGB", (300, 200), (9, 9, 9)), "PNG")
+    decode_image(data, (8, 8), budget=budget)
+    with Image.open(io.BytesIO(data)) as img:
+        assert budget.peak == estimate_decode_bytes(img, (8, 8))
+    assert budget.used == 0
+    with pytest.raises(ImageTooLargeToDecodeError) as info:
+        decode_image(data, (8, 8), budget=DecodeBudget(1024), key=KEY)
+    assert_names_key(info.value)
+    assert "FUNCTION_MEMORY_MB" in str(info.value)

@@ -55,9 +55,10 @@ class FakeProcessVideo:
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, path_in: Path, classifier: Any, *, out_path: Path | None = None,
-                 limits: VideoLimits = VideoLimits(), name: str | None = None, **_: Any) -> dict[str, Any]:
+                 limits: VideoLimits = VideoLimits(), name: str | None = None, deadline: float | None = None,
+                 **_: Any) -> dict[str, Any]:
         self.calls.append({"name": name, "path_in": path_in, "out_path": out_path, "limits": limits,
-                           "bytes": path_in.read_bytes(), "classifier": classifier})
+                           "bytes": path_in.read_bytes(), "classifier": classifier, "deadline": deadline})
         if self.error is not None:
             raise self.error
         assert out_path is not None

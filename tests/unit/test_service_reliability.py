@@ -1,0 +1,255 @@
+"""The service's reliability rules, against a store that behaves as S3 does (tests/memory_store.py):
+
+* every input gets a result whatever its key: keys near S3's 1,024-byte limit fall back to
+  ``results/_long/<sha256>.json``, and the result names its source key;
+* racing deliveries of one input write its result once (conditional writes);
+* a replacement (another model) is written only over the result that was read;
+* the frames of a batch share a decode budget, and a frame that cannot fit gets an error
+  result while the rest go on;
+* FUNCTION_ROLE splits frames and clips between two functions;
+* clips are not started when the invocation has no time left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from functions import clips
+from functions.classify import make_handler
+from functions.events import ObjectRef
+from functions.service import ClassifyService, Status, annotated_key_for, result_key_for
+from shared.config import FunctionSettings
+from shared.errors import NoTimeLeftError
+from shared.runtime import Classifier
+from shared.storage import MAX_KEY_BYTES
+from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
+from tests.memory_store import MemoryStore
+from tests.unit.test_service import CLIP_BYTES, RED, FakeProcessVideo, frame
+
+NOW = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    folder = tmp_path_factory.mktemp("tiny")
+    build_tiny_bundle(folder)
+    return Classifier.from_dir(folder)
+
+
+@pytest.fixture()
+def store() -> MemoryStore:
+    return MemoryStore("frames")  # refuses keys over 1,024 bytes, as S3 does
+
+
+def service(store: MemoryStore, classifier: Classifier, **settings: Any) -> ClassifyService:
+    return ClassifyService(FunctionSettings(**settings), lambda bucket: store, classifier, lambda: NOW)
+
+
+def long_key(length: int, suffix: str = ".jpg") -> str:
+    head = "incoming/cam7/"
+    key = head + "k" * (length - len(head) - len(suffix)) + suffix
+    assert len(key.encode()) == length
+    return key
+
+
+# -- every key gets a result -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [1000, 1019, 1020, 1021, 1024])
+def test_every_key_up_to_s3s_limit_gets_its_result(store: MemoryStore, tiny: Classifier, length: int) -> None:
+    key = long_key(length)
+    store.put(key, frame(RED))
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, key)])
+    assert outcome.status is Status.OK, outcome.error
+    assert outcome.result_key is not None and len(outcome.result_key.encode()) <= MAX_KEY_BYTES
+    if length > 1020:  # results/<rest>.json is 4 bytes longer than incoming/<rest>
+        assert outcome.result_key == f"results/_long/{hashlib.sha256(key.encode()).hexdigest()}.json"
+    else:
+        assert outcome.result_key == "results/" + key.removeprefix("incoming/") + ".json"
+    result = store.get_json(outcome.result_key)
+    assert result["source"]["key"] == key and result["label"] == "car"
+    # A repeated delivery finds it there and skips.
+    [again] = service(store, tiny).run([ObjectRef(store.bucket, key)])
+    assert again.status is Status.SKIPPED and store.writes[outcome.result_key] == 1
+
+
+def test_a_long_clip_key_gets_both_its_results_at_fallback_keys(store: MemoryStore, tiny: Classifier,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clips, "process_video", FakeProcessVideo())
+    key = long_key(1024, ".mp4")
+    store.put(key, CLIP_BYTES)
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, key)])
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert outcome.status is Status.OK, outcome.error
+    assert outcome.result_key == f"results/_long/{digest}.json"
+    assert store.get_json(outcome.result_key)["annotated_key"] == f"results/_long/{digest}.annotated.mp4"
+    assert f"results/_long/{digest}.annotated.mp4" in store.objects
+    assert annotated_key_for(FunctionSettings(), key) == f"results/_long/{digest}.annotated.mp4"
+    assert result_key_for(FunctionSettings(), key) == outcome.result_key
+
+
+# -- racing deliveries write once ----------------------------------------------------------------
+
+
+class RacingStore(MemoryStore):
+    """Holds every HEAD of a result key until ``parties`` deliveries have made it: all see "absent"."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__("frames")
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def head(self, key: str) -> Any:
+        info = super().head(key)
+        if key.startswith("results/"):
+            self.barrier.wait()
+        return info
+
+
+def _race(store: MemoryStore, classifier: Classifier, key: str, parties: int = 2) -> list[Status]:
+    statuses: list[Status] = []
+
+    def deliver() -> None:
+        [outcome] = service(store, classifier).run([ObjectRef(store.bucket, key)])
+        statuses.append(outcome.status)
+
+    threads = [threading.Thread(target=deliver) for _ in range(parties)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(statuses, key=lambda s: s.value)
+
+
+def test_two_racing_deliveries_write_the_result_once(tiny: Classifier) -> None:
+    store = RacingStore(parties=2)
+    store.put("incoming/race.jpg", frame(RED))
+    assert _race(store, tiny, "incoming/race.jpg") == [Status.OK, Status.SKIPPED]
+    assert store.writes["results/race.jpg.json"] == 1
+    assert store.get_json("results/race.jpg.json")["label"] == "car"
+
+
+def test_a_result_deleted_between_the_head_and_the_read_is_written_afresh(tiny: Classifier) -> None:
+    class Vanishing(MemoryStore):
+        vanished = False
+
+        def get(self, key: str, *, max_bytes: int | None = None) -> Any:
+            if key.startswith("results/") and not self.vanished:
+                self.vanished = bool(self.objects.pop(key, None))  # deleted between the HEAD and the GET
+            return super().get(key, max_bytes=max_bytes)
+
+    store = Vanishing("frames")
+    store.put("incoming/v.jpg", frame(RED))
+    store.put("results/v.jpg.json", b'{"status": "ok", "model": {"version": "old"}}')
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/v.jpg")])
+    assert outcome.status is Status.OK and store.get_json("results/v.jpg.json")["label"] == "car"
+
+
+def test_a_new_model_replaces_the_result_once_even_when_deliveries_race(tiny: Classifier) -> None:
+    store = RacingStore(parties=3)
+    store.put("incoming/old.jpg", frame(RED))
+    store.objects["results/old.jpg.json"] = b'{"status": "ok", "model": {"version": "an-older-model"}}'
+    assert _race(store, tiny, "incoming/old.jpg", parties=3) == [Status.OK, Status.SKIPPED, Status.SKIPPED]
+    assert store.writes["results/old.jpg.json"] == 1  # one replacement, guarded by the ETag read
+    assert store.get_json("results/old.jpg.json")["model"]["version"] == tiny.manifest.version
+
+
+# -- the decode budget -------------------------------------------------------------------------
+
+
+def test_a_frame_too_large_for_the_decode_budget_gets_an_error_and_the_batch_goes_on(
+        store: MemoryStore, tiny: Classifier) -> None:
+    import io
+
+    big = io.BytesIO()
+    Image.new("RGBA", (3000, 3000), (200, 10, 10, 255)).save(big, "PNG", compress_level=1)
+    store.put("incoming/big.png", big.getvalue())
+    store.put("incoming/small.jpg", frame(RED))
+    runner = service(store, tiny, memory_mb=100)  # a 25 MiB budget: the small frame fits, the big one never
+    assert runner.frames.budget.capacity == 25 * 1024 * 1024
+    big_outcome, small_outcome = runner.run([ObjectRef(store.bucket, "incoming/big.png"),
+                                             ObjectRef(store.bucket, "incoming/small.jpg")])
+    assert small_outcome.status is Status.OK
+    assert big_outcome.status is Status.ERROR
+    error = store.get_json("results/big.png.json")["error"]
+    assert error["type"] == "ImageTooLargeToDecodeError" and "FUNCTION_MEMORY_MB" in error["message"]
+    assert runner.frames.budget.used == 0
+
+
+# -- two functions: frames and clips -------------------------------------------------------------
+
+
+def test_function_roles_split_frames_and_clips(store: MemoryStore, tiny: Classifier,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeProcessVideo()
+    monkeypatch.setattr(clips, "process_video", fake)
+    store.put("incoming/a.jpg", frame(RED))
+    store.put("incoming/b.MP4", CLIP_BYTES)
+    refs = [ObjectRef(store.bucket, "incoming/a.jpg"), ObjectRef(store.bucket, "incoming/b.MP4")]
+    frame_out, clip_out = service(store, tiny, role="frames").run(refs)
+    assert frame_out.status is Status.OK and clip_out.status is Status.IGNORED
+    assert clip_out.reason is not None and "clip function" in clip_out.reason and not fake.calls
+    frame_out, clip_out = service(store, tiny, role="clips").run(refs)
+    assert frame_out.status is Status.IGNORED and clip_out.status is Status.OK and len(fake.calls) == 1
+
+
+def test_the_frame_function_does_not_load_the_model_for_an_event_of_clips(tmp_path: Path) -> None:
+    store = MemoryStore("frames")
+    loads: list[int] = []
+
+    def loader(_: Any) -> Classifier:
+        loads.append(1)
+        raise AssertionError("the model must not load")
+
+    handler = make_handler(FunctionSettings(role="frames"), stores=lambda bucket: store, loader=loader)
+    answer = handler(s3_event("frames", ["incoming/x.mp4", "incoming/y.MKV"]), None)
+    assert answer["records"]["ignored"] == 2 and not loads
+
+
+# -- clips and the time left ----------------------------------------------------------------------
+
+
+class Context:
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+        self.aws_request_id = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_the_handler_passes_the_time_left_down_to_the_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeProcessVideo()
+    monkeypatch.setattr(clips, "process_video", fake)
+    store = MemoryStore("frames")
+    build_tiny_bundle(tmp_path / "bundle")
+    publish_bundle(store, tmp_path / "bundle")
+    store.put("incoming/c.mp4", CLIP_BYTES)
+    handler = make_handler(FunctionSettings(model_bucket="frames", model_cache_dir=str(tmp_path / "cache")),
+                           stores=lambda bucket: store)
+    before = time.monotonic()
+    handler(s3_event("frames", ["incoming/c.mp4"]), Context(200_000))
+    deadline = fake.calls[0]["deadline"]
+    # 200 s left: decoding must stop 20 s (10%) before the end, to write the result.
+    assert before + 175 < deadline < time.monotonic() + 181
+
+
+def test_a_clip_with_no_time_left_is_retried_not_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeProcessVideo()
+    monkeypatch.setattr(clips, "process_video", fake)
+    store = MemoryStore("frames")
+    build_tiny_bundle(tmp_path / "bundle")
+    publish_bundle(store, tmp_path / "bundle")
+    store.put("incoming/c.mp4", CLIP_BYTES)
+    handler = make_handler(FunctionSettings(model_bucket="frames", model_cache_dir=str(tmp_path / "cache")),
+                           stores=lambda bucket: store)
+    with pytest.raises(NoTimeLeftError):  # raised, so the platform redelivers the event
+        handler(s3_event("frames", ["incoming/c.mp4"]), Context(1500))
+    assert not fake.calls and "results/c.mp4.json" not in store.objects
