@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import time
+import typing
 from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,7 @@ from shared.errors import (
     BundleNotFoundError,
     ObjectNotFoundError,
 )
+from shared.manifest import ManifestDoc, problems
 from shared.storage import ObjectStore
 
 SCHEMA_VERSION = 1
@@ -77,9 +79,19 @@ def _finite(obj: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """Typed view of ``manifest.json``; ``raw`` keeps every field."""
+    """Typed view of ``manifest.json`` (schema: ``shared.manifest.ManifestDoc``); ``raw`` keeps every field."""
 
     raw: dict[str, Any]
+
+    @property
+    def doc(self) -> ManifestDoc:
+        return typing.cast(ManifestDoc, self.raw)
+
+    @property
+    def weights_source(self) -> str | None:
+        """"imagenet", "file" or "random" (a smoke model); None when the manifest does not say."""
+        source = self.raw["backbone"].get("weights", {}).get("source")
+        return None if source is None else str(source)
 
     @property
     def version(self) -> str:
@@ -143,6 +155,11 @@ def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
     for name in REQUIRED_FILES:
         if name not in raw["files"]:
             raise BundleIncompatibleError(f"The manifest at {where} lists no {name}.", path=where)
+    found = problems(raw, where="manifest")
+    if found:
+        raise BundleIncompatibleError(f"The manifest at {where} does not match the bundle schema "
+                                      f"({'; '.join(found[:3])}); it was not written by a matching training.fit.",
+                                      path=where)
     for name in raw["files"]:
         # Names are joined onto local folders: only plain file names, never a path.
         if name in ("", ".", "..") or "/" in name or "\\" in name:
