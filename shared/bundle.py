@@ -18,7 +18,7 @@ import re
 import tempfile
 import time
 import typing
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,12 @@ class Manifest:
         return dict(self.raw["files"])
 
 
-def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> tuple[Manifest, str]:
-    """Checksum every file in ``bundle_dir``, write ``manifest.json``, return it and its sha256."""
+def write_manifest(bundle_dir: Path, manifest: Mapping[str, Any], *, complete: bool = False) -> tuple[Manifest, str]:
+    """Checksum every file in ``bundle_dir``, write ``manifest.json``, return it and its sha256.
+
+    The document must match ``shared.manifest.ManifestDoc``; ``complete`` (training's
+    own bundles) asks for every field of it, so a field the writer forgot fails here.
+    """
     files = {}
     for path in sorted(p for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST):
         files[path.name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
@@ -137,6 +141,10 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> tuple[Manifest
     if missing:
         raise BundleIntegrityError(f"The bundle in {bundle_dir} lacks {', '.join(missing)}.", path=str(bundle_dir))
     raw = {**manifest, "schema_version": SCHEMA_VERSION, "files": files}
+    found = problems(json.loads(dump_json(raw)), complete=complete)
+    if found:
+        raise BundleIncompatibleError(f"The manifest for {bundle_dir} does not match the schema: {'; '.join(found)}.",
+                                      path=str(bundle_dir))
     data = dump_json(raw)
     (bundle_dir / MANIFEST).write_bytes(data)
     return Manifest(raw), sha256_bytes(data)

@@ -11,6 +11,7 @@ from typing import Any
 from shared.backbones import backbone_names
 from shared.config import DecodeLimits, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from training import head_input as head_inputs
 
 DESCRIPTION = """\
 Train a frame classifier on labelled images in S3 and save a versioned model bundle.
@@ -45,6 +46,7 @@ class FitConfig:
     head_overrides: dict[str, Any]
     progress: bool
     parity_images: int
+    head_input: str = "auto"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--min-auc", type=float, default=0.6,
                     help="fail (and do not promote) below this mean CV ROC AUC or at the majority-class "
                     "accuracy (default 0.6; 0 turns the check off, for smoke runs only)")
-    hd.add_argument("--n-estimators", type=int, help="LightGBM boosting rounds (default 300)")
-    hd.add_argument("--learning-rate", type=float, help="LightGBM learning rate (default 0.05)")
+    hd.add_argument("--head-input", choices=head_inputs.KINDS, default="auto",
+                    help="what the head reads: imagenet_groups (the logged ImageNet class probabilities and vehicle "
+                    "groups; carries over to new cameras), pooled (the backbone's pooled features), or auto "
+                    "(default: imagenet_groups when the weights have their ImageNet top, else pooled)")
+    hd.add_argument("--n-estimators", type=int, help="LightGBM boosting rounds (default 800)")
+    hd.add_argument("--learning-rate", type=float, help="LightGBM learning rate (default 0.025)")
     hd.add_argument("--num-leaves", type=int, help="LightGBM leaves per tree (default scales with the data)")
     out = p.add_argument_group("bundle")
     out.add_argument("--model-prefix", default="models/", help="where bundles go in the bucket (default models/)")
@@ -111,7 +117,7 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         model_prefix=normalise_prefix(args.model_prefix), out=args.out, promote=not args.no_promote,
         group_by=args.group_by, min_auc=args.min_auc, max_unreadable=args.max_unreadable,
         limits=DecodeLimits(args.max_image_bytes, args.max_image_pixels), head_overrides=overrides,
-        progress=not args.no_progress, parity_images=args.parity_images)
+        progress=not args.no_progress, parity_images=args.parity_images, head_input=args.head_input)
 
 
 def _check_positive_numbers(args: argparse.Namespace) -> None:

@@ -24,14 +24,23 @@ from shared import bundle
 from shared.backbones import BackboneSpec, get_backbone
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
+from shared.manifest import BackboneDoc, ManifestDoc
 from shared.storage import ObjectStore, make_client
-from training import export, report as report_mod
+from training import export
+from training import head_input as head_inputs
+from training import report as report_mod
 from training.cache import FeatureCache, namespace
 from training.cli import FitConfig, config_from_args
 from training.dataset import Dataset, Item, check_folds, list_dataset
 from training.features import ExtractionStats, Unreadable, extract, load_frame
 from training.head import CVResult, check_not_chance, cross_validate, fit_final
-from training.keras_backbone import WeightsChoice, build_model, feature_function, keras_home, resolve_weights
+from training.keras_backbone import (
+    WeightsChoice,
+    build_model,
+    feature_function,
+    keras_home,
+    resolve_weights,
+)
 
 Clock = Callable[[], dt.datetime]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",
@@ -63,13 +72,14 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     """The whole training job; returns the report and where the bundle went."""
     spec = get_backbone(config.backbone)
     choice = resolve_weights(spec, config.weights, home=keras_home(env), seed=config.seed)
+    kind = _head_input(config.head_input, choice)
     check_out_dir(config.out)
     store.check_bucket()
     dataset = list_dataset(store, config.prefix, labels=config.labels, group_by=config.group_by)
     check_folds(dataset, config.folds, grouped=bool(config.group_by))
     positive = _positive_class(dataset, config.positive)
-    model = build_model(spec, choice, seed=config.seed)
-    feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, model)
+    model = build_model(spec, choice, seed=config.seed, head_input=kind)
+    feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, model, kind)
     items = _usable(dataset, unreadable, config.max_unreadable)
     X = np.stack([feats[i.key] for i in items]).astype(np.float32)
     y = np.array([dataset.classes.index(i.label) for i in items])
@@ -80,6 +90,7 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
                         seed=config.seed, groups=groups, overrides=config.head_overrides)
     version = f"{clock():%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}"
     rep = _report(config, dataset, spec, choice, cv, stats, hits, unreadable, version, positive)
+    rep["head_input"] = head_inputs.describe(kind, spec.feature_dim)
     markdown = report_mod.markdown(rep)
     try:
         check_not_chance(cv, y, min_auc=config.min_auc)
@@ -102,13 +113,21 @@ def _positive_class(dataset: Dataset, wanted: str | None) -> str | None:
     return wanted or dataset.classes[1]
 
 
-def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec,
-               choice: WeightsChoice, model: Any) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
+def _head_input(wanted: str, choice: WeightsChoice) -> str:
+    kind = head_inputs.resolve(wanted, choice.include_top)
+    if kind == head_inputs.IMAGENET_GROUPS and not choice.include_top:
+        raise ConfigError("--head-input imagenet_groups needs ImageNet weights with their top (the 1,000-class "
+                          "layer); these weights have none. Use --head-input pooled.")
+    return kind
+
+
+def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec, choice: WeightsChoice,
+               model: Any, kind: str) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
     cache = None
     todo: list[Item] = list(dataset.items)
     feats: dict[str, np.ndarray] = {}
     if config.cache_prefix is not None:
-        cache = FeatureCache(store, config.cache_prefix, namespace(spec.name, choice.identity, spec.input_size))
+        cache = FeatureCache(store, config.cache_prefix, namespace(spec.name, choice.identity, spec.input_size, kind))
         cache.load()
         feats, todo = cache.lookup(dataset.items)
     hits = len(feats)
@@ -152,6 +171,7 @@ def _report(config: FitConfig, dataset: Dataset, spec: BackboneSpec, choice: Wei
     return {
         "version": version, "backbone": spec.name, "weights": choice.to_dict(), "seed": config.seed,
         "classes": list(dataset.classes), "positive_class": positive, "threshold": cv.threshold,
+        "threshold_choice": None if cv.threshold_choice is None else cv.threshold_choice.to_doc(),
         "dataset": {"bucket": dataset.bucket, "prefix": dataset.prefix, "fingerprint": dataset.fingerprint,
                     "n_images": len(dataset.items), "counts": dataset.counts,
                     "skipped_non_image": dataset.skipped_non_image, "ungrouped": dataset.ungrouped,
@@ -160,7 +180,7 @@ def _report(config: FitConfig, dataset: Dataset, spec: BackboneSpec, choice: Wei
                      "images_per_second": round(stats.images_per_second, 2),
                      "cache_prefix": config.cache_prefix},
         "cv": {"folds_k": config.folds, "grouped": cv.grouped, "folds": cv.folds, "mean": cv.summary["mean"],
-               "std": cv.summary["std"], "oof": cv.oof},
+               "std": cv.summary["std"], "oof": cv.oof, "threshold_curves": cv.threshold_curves},
         "head": {"type": "lightgbm", "params": cv.params},
     }
 
@@ -173,7 +193,8 @@ def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: Wei
         out = Path(tmp)  # always a fresh folder: nothing stale can slip into the bundle
         exported = _export(config, store, spec, model, final, X, items, out, class_index)
         report_mod.write(rep, out, y, cv.oof_probs)
-        manifest, manifest_sha = bundle.write_manifest(out, _manifest(rep, spec, choice, exported, clock))
+        manifest, manifest_sha = bundle.write_manifest(out, _manifest(rep, spec, choice, exported, clock),
+                                                         complete=True)
         if config.out is not None:
             _copy_out(out, config.out)
         prefix = bundle.upload_bundle(store, out, config.model_prefix, rep["version"])
@@ -236,14 +257,19 @@ def _write_imagenet_classes(class_index: Path, path: Path) -> None:
 
 
 def _manifest(rep: dict[str, Any], spec: BackboneSpec, choice: WeightsChoice,
-              exported: tuple[bool, dict[str, Any]], clock: Clock) -> dict[str, Any]:
+              exported: tuple[bool, dict[str, Any]], clock: Clock) -> ManifestDoc:
+    """The manifest, typed by shared.manifest (write_manifest adds ``schema_version`` and ``files``)."""
     has_top, parity = exported
-    return {
+    backbone: BackboneDoc = {**spec.to_dict(), "weights": choice.to_dict(),  # type: ignore[typeddict-item]
+                             "has_imagenet_top": has_top, "head_input": rep["head_input"],
+                             "onnx_cache": rep.get("onnx_cache")}
+    return {  # type: ignore[typeddict-item]  # schema_version and files come from write_manifest
         "version": rep["version"], "created_at": clock().isoformat(timespec="seconds"),
-        "backbone": {**spec.to_dict(), "weights": choice.to_dict(), "has_imagenet_top": has_top},
+        "backbone": backbone,
         "decoder": {"version": DECODER_VERSION, "resize": RESIZE_FILTER.name.lower(), "fit": "squash",
                     "exif_orientation": True},
         "classes": rep["classes"], "positive_class": rep["positive_class"], "threshold": rep["threshold"],
+        "threshold_choice": rep["threshold_choice"], "promotion": rep.get("promotion"),
         "metrics": {"folds": rep["cv"]["folds"], "mean": rep["cv"]["mean"], "std": rep["cv"]["std"],
                     "oof": rep["cv"]["oof"], "grouped": rep["cv"]["grouped"]},
         "head": rep["head"], "seed": rep["seed"],

@@ -18,6 +18,7 @@ import numpy as np
 from shared.backbones import BackboneSpec
 from shared.bundle import sha256_file
 from shared.errors import ConfigError, WeightsNotFoundError
+from training import head_input as head_inputs
 
 WEIGHTS_CHOICES = "imagenet (the Keras cache), PATH to a local .h5 file, or random (smoke runs only)"
 
@@ -72,8 +73,12 @@ def _imagenet_choice(spec: BackboneSpec, home: Path) -> WeightsChoice:
         f"or pass --weights {WEIGHTS_CHOICES}.", path=str(notop), cache=str(models))
 
 
-def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int) -> Any:
-    """A Keras model from uint8 RGB to [features] or [features, imagenet_probs]."""
+def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int, head_input: str = head_inputs.POOLED) -> Any:
+    """A Keras model from uint8 RGB to [features] or [features, imagenet_probs].
+
+    ``features`` is what the head reads: the pooled features, or (``imagenet_groups``)
+    the logged and grouped ImageNet probabilities of ``training.head_input``.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -82,8 +87,13 @@ def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int) -> Any:
     width, height = spec.input_size
     image = keras.Input((height, width, 3), dtype="uint8", name="image")
     outputs = base(_preprocess(keras, image, spec))
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    return keras.Model(image, list(outputs), name=f"{spec.name}_uint8")
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if head_input == head_inputs.IMAGENET_GROUPS:
+        if len(outputs) < 2:
+            raise ConfigError("--head-input imagenet_groups needs ImageNet weights with their top; use "
+                              "--head-input pooled.")
+        outputs[0] = head_inputs.keras_features(keras, outputs[1])
+    return keras.Model(image, outputs, name=f"{spec.name}_uint8")
 
 
 def feature_function(model: Any, spec: BackboneSpec) -> Callable[[np.ndarray], np.ndarray]:
