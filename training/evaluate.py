@@ -226,6 +226,7 @@ def figures(scored: list[Scored], classes: list[str], positive: str | None, thre
             top_n: int) -> dict[str, Any]:
     y = np.array([classes.index(s.label) for s in scored])
     probs = np.array([[s.probabilities[c] for c in classes] for s in scored], dtype=float)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # the served probabilities are rounded to 6 places
     pos = None if positive is None else classes.index(positive)
     metrics = fold_metrics(y, probs, positive=pos, threshold=threshold)
     predicted = np.array([classes.index(s.predicted) for s in scored])
