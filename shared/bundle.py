@@ -233,10 +233,14 @@ def upload_bundle(store: ObjectStore, bundle_dir: Path, model_prefix: str, versi
     return prefix
 
 
-def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str, created_at: str) -> str:
+def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str, created_at: str,
+            based_on: Mapping[str, Any] | None = None) -> str:
+    """Point ``latest.json`` at ``version``; ``based_on`` records what the promotion was decided on."""
     key = f"{model_prefix}{LATEST}"
-    store.put(key, dump_json({"version": version, "manifest_sha256": manifest_sha256, "created_at": created_at}),
-              content_type="application/json")
+    doc: dict[str, Any] = {"version": version, "manifest_sha256": manifest_sha256, "created_at": created_at}
+    if based_on is not None:
+        doc["based_on"] = dict(based_on)
+    store.put(key, dump_json(doc), content_type="application/json")
     return key
 
 

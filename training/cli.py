@@ -47,6 +47,9 @@ class FitConfig:
     progress: bool
     parity_images: int
     head_input: str = "auto"
+    test_prefix: str | None = None
+    gate_margin: float = 0.01
+    force: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--model-prefix", default="models/", help="where bundles go in the bucket (default models/)")
     out.add_argument("--out", type=Path, help="also write the bundle to this local folder")
     out.add_argument("--no-promote", action="store_true", help="do not point models/latest.json at the new bundle")
+    out.add_argument("--test-prefix", metavar="P", help="labelled frames (P<label>/...) to score the new bundle and "
+                     "the promoted one on before promotion; promote only if the new one is not worse")
+    out.add_argument("--gate-margin", type=float, default=0.01, help="how much lower accuracy or ROC AUC on "
+                     "--test-prefix than the promoted model's still promotes (default 0.01)")
+    out.add_argument("--force", action="store_true", help="promote even if the gate finds the new model worse "
+                     "(recorded in models/latest.json)")
     out.add_argument("--parity-images", type=int, default=32,
                      help="training images used for the Keras/ONNX parity check (default 32)")
     return p
@@ -117,7 +126,9 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         model_prefix=normalise_prefix(args.model_prefix), out=args.out, promote=not args.no_promote,
         group_by=args.group_by, min_auc=args.min_auc, max_unreadable=args.max_unreadable,
         limits=DecodeLimits(args.max_image_bytes, args.max_image_pixels), head_overrides=overrides,
-        progress=not args.no_progress, parity_images=args.parity_images, head_input=args.head_input)
+        progress=not args.no_progress, parity_images=args.parity_images, head_input=args.head_input,
+        test_prefix=normalise_prefix(args.test_prefix) if args.test_prefix else None, gate_margin=args.gate_margin,
+        force=args.force)
 
 
 def _check_positive_numbers(args: argparse.Namespace) -> None:
@@ -126,5 +137,7 @@ def _check_positive_numbers(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2 for cross-validation.")
+    if not 0 <= args.gate_margin < 1:
+        raise ConfigError("--gate-margin is a share between 0 and 1, e.g. 0.01.")
     if not 0 <= args.max_unreadable < 1:
         raise ConfigError("--max-unreadable is a share between 0 and 1, e.g. 0.05.")

@@ -22,11 +22,12 @@ import numpy as np
 
 from shared import bundle
 from shared.backbones import BackboneSpec, get_backbone
-from shared.errors import CCTVError, ConfigError, DatasetError
+from shared.errors import CCTVError, ConfigError, DatasetError, PromotionRefusedError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.manifest import BackboneDoc, ManifestDoc
 from shared.storage import ObjectStore, make_client
 from training import export
+from training import gate as training_gate
 from training import head_input as head_inputs
 from training import report as report_mod
 from training.cache import FeatureCache, namespace
@@ -192,20 +193,40 @@ def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: Wei
     with tempfile.TemporaryDirectory(prefix="cctv-bundle-") as tmp:
         out = Path(tmp)  # always a fresh folder: nothing stale can slip into the bundle
         exported = _export(config, store, spec, model, final, X, items, out, class_index)
+        gate = _gate(config, store, out, _manifest(rep, spec, choice, exported, clock))
+        rep["promotion"] = None if gate is None else gate.to_doc()
         report_mod.write(rep, out, y, cv.oof_probs)
         manifest, manifest_sha = bundle.write_manifest(out, _manifest(rep, spec, choice, exported, clock),
                                                          complete=True)
         if config.out is not None:
             _copy_out(out, config.out)
         prefix = bundle.upload_bundle(store, out, config.model_prefix, rep["version"])
+        if gate is not None:
+            training_gate.write_evaluations(gate, store, config.model_prefix, rep["version"], config.limits,
+                                            spec.input_size)
         latest = None
-        if config.promote:
-            latest = bundle.promote(store, config.model_prefix, rep["version"], manifest_sha, manifest.raw["created_at"])
+        if config.promote and (gate is None or gate.promote):
+            based_on = rep["promotion"] or {"gate": None, "reason": "no --test-prefix: promoted on cross-validation"}
+            latest = bundle.promote(store, config.model_prefix, rep["version"], manifest_sha,
+                                    manifest.raw["created_at"], based_on=based_on)
     where = f"s3://{store.bucket}/{prefix}"
+    if gate is not None and not gate.promote and config.promote:
+        print(report_mod.markdown(rep), file=sys.stderr)
+        raise PromotionRefusedError(f"Bundle {rep['version']} was written to {where} but not promoted: {gate.reason} "
+                                    f"on {config.test_prefix}. Pass --force to promote it anyway.",
+                                    version=rep["version"])
     summary = (f"Bundle {rep['version']} written to {where}" + (f" and {config.out}" if config.out else "")
                + (f"; promoted in s3://{store.bucket}/{latest}." if latest else "; not promoted (--no-promote)."))
     return {"version": rep["version"], "s3_prefix": where, "manifest": manifest.raw, "report": rep,
             "summary": summary, "promoted": latest is not None}
+
+
+def _gate(config: FitConfig, store: ObjectStore, out: Path, manifest: ManifestDoc) -> training_gate.GateResult | None:
+    if config.test_prefix is None:
+        return None
+    return training_gate.run(store, config.model_prefix, config.test_prefix, out, dict(manifest),
+                             margin=config.gate_margin, forced=config.force, limits=config.limits,
+                             workers=config.workers)
 
 
 def check_out_dir(out: Path | None) -> None:

@@ -38,6 +38,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{_fmt(cv['mean'][c])} ± {_fmt(cv['std'][c])}" for c in COLUMNS) + " |")
     lines += ["", _threshold_line(report), "", "Out-of-fold confusion matrix (rows: true, columns: predicted):", "",
               _matrix(report["classes"], cv["oof"]["confusion_matrix"])]
+    if report.get("promotion"):
+        from training.gate import markdown as gate_markdown
+
+        lines += ["", gate_markdown(report["promotion"])]
     if ds["unreadable"]:
         lines += ["", "Unreadable images (skipped):", ""]
         lines += [f"- `{u['key']}`: {u['error']}: {u['message']}" for u in ds["unreadable"]]

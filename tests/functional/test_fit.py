@@ -268,3 +268,43 @@ def test_resnet50_random_weights(moto_server, store: ObjectStore, tmp_path: Path
     assert manifest.raw["parity"]["backbone"]["features_ok"]
     sess = ort.InferenceSession(str(tmp_path / "backbone.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_outputs()[0].shape[1] == 2048
+
+
+def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys) -> None:  # type: ignore[no-untyped-def]
+    """A head trained on swapped labels is scored against the promoted one on train/ and is not promoted."""
+    store, endpoint, before = trained["store"], trained["endpoint"], trained["latest"]
+    for obj in list(store.list("train/")):
+        label, name = obj.key.split("/")[1:3]
+        if label in ("bus", "car"):
+            store.put(f"swapped/{'car' if label == 'bus' else 'bus'}/{name}", store.get(obj.key).body)
+    code, _, err = run_fit(store, endpoint, "--prefix", "swapped/", "--positive", "car", "--test-prefix", "train/",
+                           capsys=capsys)
+    assert code == 5, err
+    assert "not promoted" in err and "--force" in err and "worse than the promoted model" in err
+    assert store.get_json("models/latest.json") == before  # the promoted model stays
+    reports = [store.get_json(o.key) for o in store.list("models/") if o.key.endswith("/report.json")]
+    gated = [r for r in reports if r.get("promotion")]
+    assert len(gated) == 1
+    gate = gated[0]["promotion"]
+    assert gate["promote"] is False and gate["forced"] is False and gate["test_prefix"] == "train/"
+    assert gate["previous"]["version"] == before["version"]
+    assert gate["new"]["accuracy"] < gate["previous"]["accuracy"] - gate["margin"]
+    assert gate["new"]["n"] == gate["previous"]["n"] == 2 * PER_LABEL  # the same frames, the corrupt one counted
+    assert gate["new"]["n_unreadable"] == 1
+    version = gated[0]["version"]
+    names = {o.key.split("/")[3] for o in store.list(f"models/{version}/evaluation/")}
+    assert names == {"gate-new", "gate-previous"}
+    assert "Promotion gate: REFUSED" in store.get(f"models/{version}/report.md").body.decode()
+
+
+def test_gate_decision_rule() -> None:
+    from training.gate import decide
+
+    good = {"accuracy": 0.95, "roc_auc": 0.99}
+    assert decide(good, None, margin=0.01, forced=False)[0] is True
+    assert decide({"accuracy": 0.945, "roc_auc": 0.99}, good, margin=0.01, forced=False)[0] is True
+    refused, why = decide({"accuracy": 0.93, "roc_auc": 0.995}, good, margin=0.01, forced=False)
+    assert refused is False and "accuracy 0.9300 < 0.9500" in why
+    assert decide({"accuracy": 0.95, "roc_auc": 0.97}, good, margin=0.01, forced=False)[0] is False
+    forced, why = decide({"accuracy": 0.5, "roc_auc": 0.5}, good, margin=0.01, forced=True)
+    assert forced is True and why.startswith("forced")
