@@ -50,6 +50,7 @@ class FitConfig:
     test_prefix: str | None = None
     gate_margin: float = 0.01
     force: bool = False
+    onnx_cache_prefix: str | None = "cache/onnx/"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--workers", type=int, default=8, help="concurrent S3 downloads and decodes (default 8)")
     fe.add_argument("--cache-prefix", default="cache/features/",
                     help="where the feature cache lives in the bucket (default cache/features/)")
-    fe.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    fe.add_argument("--onnx-cache-prefix", default="cache/onnx/",
+                    help="where exported ONNX backbones are kept for re-runs (default cache/onnx/)")
+    fe.add_argument("--no-cache", action="store_true",
+                    help="neither read nor write the feature cache or the ONNX backbone cache")
     fe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     hd = p.add_argument_group("head")
     hd.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
@@ -128,7 +132,7 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         limits=DecodeLimits(args.max_image_bytes, args.max_image_pixels), head_overrides=overrides,
         progress=not args.no_progress, parity_images=args.parity_images, head_input=args.head_input,
         test_prefix=normalise_prefix(args.test_prefix) if args.test_prefix else None, gate_margin=args.gate_margin,
-        force=args.force)
+        force=args.force, onnx_cache_prefix=None if args.no_cache else normalise_prefix(args.onnx_cache_prefix))
 
 
 def _check_positive_numbers(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ imported, so user errors come back in a second as one line and a non-zero exit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -42,6 +43,8 @@ from training.keras_backbone import (
     keras_home,
     resolve_weights,
 )
+from training.onnx_cache import FILES as ONNX_FILES
+from training.onnx_cache import OnnxCache, cache_key, onnx_features
 
 Clock = Callable[[], dt.datetime]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",
@@ -79,8 +82,42 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     dataset = list_dataset(store, config.prefix, labels=config.labels, group_by=config.group_by)
     check_folds(dataset, config.folds, grouped=bool(config.group_by))
     positive = _positive_class(dataset, config.positive)
-    model = build_model(spec, choice, seed=config.seed, head_input=kind)
-    feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, model, kind)
+    with tempfile.TemporaryDirectory(prefix="cctv-backbone-") as work:
+        backbone = _backbone(config, store, spec, choice, kind, Path(work))
+        return _train(config, store, env, clock, spec, choice, kind, dataset, positive, backbone)
+
+
+@dataclasses.dataclass
+class Backbone:
+    """The Keras model, or (a cache hit) the exported ONNX backbone with its parity measured when it was made."""
+
+    model: Any | None
+    cached_dir: Path | None = None
+    meta: dict[str, Any] | None = None
+    cache: OnnxCache | None = None
+
+    def features(self, spec: BackboneSpec) -> Callable[[np.ndarray], np.ndarray]:
+        if self.model is not None:
+            return feature_function(self.model, spec)
+        assert self.cached_dir is not None
+        return onnx_features(self.cached_dir / "backbone.onnx")
+
+
+def _backbone(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: WeightsChoice, kind: str,
+              work: Path) -> Backbone:
+    cache = None
+    if config.onnx_cache_prefix is not None:
+        cache = OnnxCache(store, config.onnx_cache_prefix, cache_key(spec, choice.identity, kind))
+        meta = cache.fetch(work)
+        if meta is not None:
+            return Backbone(None, work, meta, cache)
+    return Backbone(build_model(spec, choice, seed=config.seed, head_input=kind), cache=cache)
+
+
+def _train(config: FitConfig, store: ObjectStore, env: Mapping[str, str], clock: Clock, spec: BackboneSpec,
+           choice: WeightsChoice, kind: str, dataset: Dataset, positive: str | None,
+           backbone: Backbone) -> dict[str, Any]:
+    feats, unreadable, stats, hits = _featurise(config, store, dataset, spec, choice, backbone, kind)
     items = _usable(dataset, unreadable, config.max_unreadable)
     X = np.stack([feats[i.key] for i in items]).astype(np.float32)
     y = np.array([dataset.classes.index(i.label) for i in items])
@@ -92,6 +129,8 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
     version = f"{clock():%Y%m%dT%H%M%SZ}-{dataset.fingerprint[:8]}"
     rep = _report(config, dataset, spec, choice, cv, stats, hits, unreadable, version, positive)
     rep["head_input"] = head_inputs.describe(kind, spec.feature_dim)
+    rep["onnx_cache"] = None if backbone.cache is None else backbone.cache.key
+    rep["backbone_from_cache"] = backbone.model is None
     markdown = report_mod.markdown(rep)
     try:
         check_not_chance(cv, y, min_auc=config.min_auc)
@@ -100,7 +139,7 @@ def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock:
         raise
     final = fit_final(X, y, cv.params)
     class_index = keras_home(env) / "models" / "imagenet_class_index.json"
-    saved = _save(config, store, spec, choice, model, final, (X, y, items), cv, rep, class_index, clock)
+    saved = _save(config, store, spec, choice, backbone, final, (X, y, items), cv, rep, class_index, clock)
     return saved | {"markdown": markdown}
 
 
@@ -123,7 +162,7 @@ def _head_input(wanted: str, choice: WeightsChoice) -> str:
 
 
 def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: BackboneSpec, choice: WeightsChoice,
-               model: Any, kind: str) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
+               model: Backbone, kind: str) -> tuple[dict[str, np.ndarray], list[Unreadable], ExtractionStats, int]:
     cache = None
     todo: list[Item] = list(dataset.items)
     feats: dict[str, np.ndarray] = {}
@@ -133,7 +172,7 @@ def _featurise(config: FitConfig, store: ObjectStore, dataset: Dataset, spec: Ba
         feats, todo = cache.lookup(dataset.items)
     hits = len(feats)
 
-    backbone = feature_function(model, spec)
+    backbone = model.features(spec) if todo else (lambda batch: batch)  # nothing to compute: load nothing
     new, unreadable, stats = extract(todo, store, backbone, size=spec.input_size, limits=config.limits,
                                      batch_size=config.batch_size, workers=config.workers, progress=config.progress)
     if cache is not None:
@@ -186,7 +225,7 @@ def _report(config: FitConfig, dataset: Dataset, spec: BackboneSpec, choice: Wei
     }
 
 
-def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: WeightsChoice, model: Any,
+def _save(config: FitConfig, store: ObjectStore, spec: BackboneSpec, choice: WeightsChoice, model: Backbone,
           final: Any, data: tuple[np.ndarray, np.ndarray, list[Item]], cv: CVResult, rep: dict[str, Any],
           class_index: Path, clock: Clock) -> dict[str, Any]:
     X, y, items = data
@@ -250,11 +289,10 @@ def _copy_out(src: Path, out: Path) -> None:
                           "folder. Nothing was uploaded or promoted.") from None
 
 
-def _export(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: Any, final: Any, X: np.ndarray,
+def _export(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: Backbone, final: Any, X: np.ndarray,
             items: list[Item], out: Path, class_index: Path) -> tuple[bool, dict[str, Any]]:
     """Write the ONNX graphs and head.txt, check parity; return (ImageNet top-k available, parity)."""
-    has_top = len(model.outputs) > 1
-    export.export_backbone(model, out / "backbone.onnx", has_top=has_top)
+    has_top, backbone_parity = _export_backbone(config, store, spec, model, items, out)
     export.export_head(final.booster_, X.shape[1], out / "head.onnx")
     final.booster_.save_model(str(out / "head.txt"))
     if has_top and class_index.is_file():
@@ -262,13 +300,28 @@ def _export(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: An
     elif has_top:
         print(f"training.fit: note: {class_index} is missing, so the bundle will not report ImageNet top-3 labels.",
               file=sys.stderr)
+    parity = {"backbone": backbone_parity, "head": export.head_parity(final, out / "head.onnx", X)}
+    export.check_parity(parity)
+    return has_top and (out / "imagenet_classes.json").is_file(), parity
+
+
+def _export_backbone(config: FitConfig, store: ObjectStore, spec: BackboneSpec, model: Backbone, items: list[Item],
+                     out: Path) -> tuple[bool, dict[str, Any]]:
+    """The ONNX backbone into ``out``: copied from the cache, or exported, parity-checked and cached."""
+    if model.model is None:
+        assert model.cached_dir is not None and model.meta is not None
+        for name in ONNX_FILES:
+            shutil.copyfile(model.cached_dir / name, out / name)
+        return bool(model.meta["has_top"]), {**model.meta["parity"], "from_cache": model.meta["key"]}
+    has_top = len(model.model.outputs) > 1
+    export.export_backbone(model.model, out / "backbone.onnx", has_top=has_top)
     step = max(1, len(items) // config.parity_images)
     sample = np.stack([load_frame(store, item, spec.input_size, config.limits)
                        for item in items[::step][:config.parity_images]])
-    parity = {"backbone": export.backbone_parity(model, out / "backbone.onnx", sample),
-              "head": export.head_parity(final, out / "head.onnx", X)}
-    export.check_parity(parity)
-    return has_top and (out / "imagenet_classes.json").is_file(), parity
+    parity = export.backbone_parity(model.model, out / "backbone.onnx", sample)
+    if model.cache is not None and parity["features_ok"]:
+        model.cache.put(out, has_top=has_top, parity=parity)
+    return has_top, parity
 
 
 def _write_imagenet_classes(class_index: Path, path: Path) -> None:

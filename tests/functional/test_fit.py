@@ -52,7 +52,8 @@ def trained(moto_server, s3_client, tmp_path_factory) -> dict[str, Any]:  # type
                     env=dict(os.environ))
     assert code == 0
     latest = store.get_json("models/latest.json")
-    return {"store": store, "out": out, "latest": latest, "endpoint": moto_server.endpoint_url}
+    return {"store": store, "out": out, "latest": latest, "endpoint": moto_server.endpoint_url,
+            "latest_manifest": store.get_json(f"models/{latest['version']}/manifest.json")}
 
 
 def test_bundle_files_checksums_and_manifest(trained: dict[str, Any]) -> None:
@@ -115,6 +116,12 @@ def test_second_run_uses_the_cache_and_grown_dataset_computes_only_new(trained: 
     again = [json.loads(store.get(o.key).body) for o in store.list("models/") if o.key.endswith("report.json")]
     cached = [r for r in again if r["features"]["cache_hits"] > 0]
     assert cached and cached[-1]["features"]["computed"] == 0
+    # The exported backbone came from the ONNX cache: no TensorFlow, parity as measured when it was exported.
+    assert cached[-1]["backbone_from_cache"] is True and cached[-1]["onnx_cache"]
+    rerun = store.get_json(f"models/{cached[-1]['version']}/manifest.json")
+    assert rerun["parity"]["backbone"]["from_cache"] == cached[-1]["onnx_cache"]
+    assert rerun["backbone"]["onnx_cache"] == cached[-1]["onnx_cache"]
+    assert rerun["files"]["backbone.onnx"] == trained["latest_manifest"]["files"]["backbone.onnx"]
     assert cached[-1]["features"]["cache_hits"] == 2 * PER_LABEL
     assert "not promoted" in out and report is not None
     assert store.get_json("models/latest.json") == trained["latest"]  # --no-promote left it alone
@@ -289,7 +296,8 @@ def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys) -
     assert gate["promote"] is False and gate["forced"] is False and gate["test_prefix"] == "train/"
     assert gate["previous"]["version"] == before["version"]
     assert gate["new"]["accuracy"] < gate["previous"]["accuracy"] - gate["margin"]
-    assert gate["new"]["n"] == gate["previous"]["n"] == 2 * PER_LABEL  # the same frames, the corrupt one counted
+    readable = sum(1 for o in store.list("train/") if o.key.endswith(".jpg")) - 1
+    assert gate["new"]["n"] == gate["previous"]["n"] == readable  # the same frames, the corrupt one counted apart
     assert gate["new"]["n_unreadable"] == 1
     version = gated[0]["version"]
     names = {o.key.split("/")[3] for o in store.list(f"models/{version}/evaluation/")}

@@ -231,3 +231,26 @@ def test_cv_places_probabilities_by_label_when_a_fold_lacks_a_class() -> None:
     rare_rows = cv.oof_probs[:6]
     assert rare_rows.shape == (6, 3) and np.allclose(cv.oof_probs.sum(axis=1), 1)
     assert np.all(rare_rows[:, 2] == 0)  # its fold's model never saw class 2: probability 0, not misplaced
+
+
+def test_onnx_cache_round_trip_and_damage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from shared.backbones import get_backbone
+    from training.onnx_cache import OnnxCache, cache_key
+
+    spec = get_backbone("mobilenet_v2")
+    key = cache_key(spec, "weights-a", "pooled")
+    assert key != cache_key(spec, "weights-b", "pooled") != cache_key(spec, "weights-a", "imagenet_groups")
+    store = MemoryStore("b")
+    cache = OnnxCache(store, "cache/onnx/", key)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "backbone.onnx").write_bytes(b"graph")
+    (src / "backbone.onnx.data").write_bytes(b"weights" * 10)
+    assert cache.fetch(dst) is None  # a miss
+    cache.put(src, has_top=True, parity={"features_max_abs_diff": 1e-6, "features_ok": True})
+    meta = cache.fetch(dst)
+    assert meta is not None and meta["has_top"] is True and meta["parity"]["features_ok"] is True
+    assert (dst / "backbone.onnx.data").read_bytes() == b"weights" * 10
+    store.put(f"cache/onnx/{key}/backbone.onnx.data", b"tampered")
+    assert cache.fetch(tmp_path) is None  # damaged: ignored (and replaced by the next export)
