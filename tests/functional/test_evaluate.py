@@ -26,7 +26,8 @@ def _frames() -> list[tuple[str, bytes]]:
     for i in range(16):
         red = 60 + i * 8  # logit of car = 20 r - 8 (g = b = 0.3): from -3.3 to +3.8
         label = "car" if (red > 102) != (i in (3, 12)) else "bus"
-        frames.append((f"{PREFIX}{label}/cam{i % 2}_{i:02d}.jpg", jpeg_bytes(Image.new("RGB", (96, 64), (red, 77, 77)))))
+        image = jpeg_bytes(Image.new("RGB", (96, 64), (red, 77, 77)))
+        frames.append((f"{PREFIX}{label}/cam{i % 2}_{i:02d}.jpg", image))
     return frames
 
 
