@@ -147,7 +147,7 @@ def write_manifest(bundle_dir: Path, manifest: Mapping[str, Any], *, complete: b
                                       path=str(bundle_dir))
     data = dump_json(raw)
     (bundle_dir / MANIFEST).write_bytes(data)
-    return Manifest(raw), sha256_bytes(data)
+    return Manifest(json.loads(data)), sha256_bytes(data)  # what a reader will see: plain JSON values
 
 
 def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
