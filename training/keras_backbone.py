@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class WeightsChoice:
                 "note": "random weights: smoke run only, not a useful model" if self.source == "random" else None}
 
 
-def keras_home(env: dict[str, str] | os._Environ[str]) -> Path:
+def keras_home(env: Mapping[str, str]) -> Path:
     """Keras' own cache folder rule: $KERAS_HOME, else ~/.keras."""
     return Path(env.get("KERAS_HOME") or Path.home() / ".keras")
 
