@@ -1,4 +1,4 @@
-"""``python -m bench``: the performance benchmarks (issue 4).  Not part of the test suite.
+"""``python -m bench``: the performance benchmarks.  Not part of the test suite.
 
     .venv/bin/python -m bench            # everything, about 10 minutes (first run also trains two bundles)
     .venv/bin/python -m bench --quick    # fewer repetitions and no alternatives, about 3-4 minutes
@@ -27,8 +27,9 @@ from typing import Any
 from bench.common import BACKBONES, REPO, RESULTS, log, machine, main_python, table, versions
 from bench.ctx import Ctx
 
-MODULES = {1: "bench.b1_cold", 2: "bench.b2_warm", 3: "bench.b3_throughput", 4: "bench.b4_featurise",
-           5: "bench.b5_decode", 6: "bench.b6_package", 8: "bench.training_rerun"}
+MODULES = {1: "bench.cold_start", 2: "bench.warm_latency", 3: "bench.throughput", 4: "bench.featurisation",
+           5: "bench.large_frame_decode", 6: "bench.package_size",
+           8: "bench.training_rerun"}
 # Benchmark 7 (memory) is measured inside benchmark 3.
 TITLES = {1: "cold start", 2: "warm per-frame latency", 3: "throughput through the local stack + 7 memory",
           4: "training featurisation", 5: "large-frame decode", 6: "package size",
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
             out_path = Path(fh.name)
         cmd = [main_python(), "-m", "bench", "--child", str(n), "--child-out", str(out_path),
-               "--backbones", ",".join(ctx.backbones), "--reps", str(ctx.reps)] + (["--quick"] if ctx.quick else []) + (["--burst"] if ctx.burst else [])
+               "--backbones", ",".join(ctx.backbones), "--reps", str(ctx.reps)]
+        cmd += (["--quick"] if ctx.quick else []) + (["--burst"] if ctx.burst else [])
         env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
         proc = subprocess.run(cmd, cwd=REPO, env=env)
         entry: dict[str, Any] = {"title": TITLES[n], "seconds": round(time.time() - t0, 1),

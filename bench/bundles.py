@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import CACHE, kit_photos, keras_home, log, main_python, repo_env, run, weights_for
+from bench.common import CACHE, keras_home, kit_photos, log, main_python, repo_env, run, weights_for
 
 
 def bundle_dir(backbone: str) -> Path:

@@ -1,4 +1,4 @@
-"""One cold start, in a fresh process.  Run by ``bench.b1_cold``; prints one JSON line.
+"""One cold start, in a fresh process.  Run by ``bench.cold_start``; prints one JSON line.
 
 ``function`` mode (the runtime-only venv): import ``functions.classify`` and call its
 module-level ``handler`` with an S3 event for one frame under ``incoming/``; the App
@@ -23,10 +23,10 @@ import time
 T_MAIN = time.time()  # interpreter up, site imported, this module compiled
 
 
-def _wrap(module, name, phases, label):  # type: ignore[no-untyped-def]
+def _wrap(module: object, name: str, phases: dict[str, float], label: str) -> None:
     original = getattr(module, name)
 
-    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def timed(*args: object, **kwargs: object) -> object:
         t0 = time.time()
         try:
             return original(*args, **kwargs)
@@ -45,7 +45,7 @@ def _patch_session_options(variant: str) -> None:
         return
     import onnxruntime as ort
 
-    def options(threads=None):  # type: ignore[no-untyped-def]
+    def options(threads: int | None = None) -> object:
         opts = original(threads)
         level = variant.split(":", 1)[1]
         opts.graph_optimization_level = {

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from bench.common import summary
-
 from shared.bundle import RUNTIME_FILES  # noqa: E402 - the same files the function fetches
 
 
@@ -71,7 +70,8 @@ def fetch_alternatives(store: Any, version: str, reps: int) -> dict[str, Any]:
                     store, "models/", version, d),
                 "every file (names=None), 4 parallel GETs, streamed hashing": lambda d: fetch_bundle(
                     store, "models/", version, d, names=None),
-                "runtime files, sequential, hash in memory": lambda d: _fetch_runtime(store, prefix, _mk(d / version), 1),
+                "runtime files, sequential, hash in memory": lambda d: _fetch_runtime(
+                    store, prefix, _mk(d / version), 1),
                 "runtime files, 4 parallel GETs, hash in memory": lambda d: _fetch_runtime(
                     store, prefix, _mk(d / version), 4),
             }
@@ -125,7 +125,8 @@ def session_alternatives(bundle_dir: Path, frame: np.ndarray, reps: int) -> dict
                 opts.graph_optimization_level = level
                 t0 = time.perf_counter()
                 sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                ort.InferenceSession(str(bundle_dir / "head.onnx"), session_options(), providers=["CPUExecutionProvider"])
+                ort.InferenceSession(str(bundle_dir / "head.onnx"), session_options(),
+                                     providers=["CPUExecutionProvider"])
                 t1 = time.perf_counter()
                 feats = sess.run(["features"], {"image": frame[None]})[0]
                 t2 = time.perf_counter()

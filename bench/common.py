@@ -74,7 +74,10 @@ def log(msg: str) -> None:
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+
+    def line(r: list[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -193,8 +196,8 @@ def frames(n: int, size: tuple[int, int] = FRAME_SIZE, *, seed: int = 0) -> tupl
         distinct: list[bytes] = []
         for photo in photos[: min(n, len(photos))]:
             with Image.open(io.BytesIO(photo.data)) as img:
-                img = ImageOps.exif_transpose(img).convert("RGB").resize(size, Image.Resampling.BILINEAR)
-                distinct.append(_jpeg(img))
+                small = ImageOps.exif_transpose(img).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+                distinct.append(_jpeg(small))
         src = f"{len(distinct)} kit photos (vehicles-dev) resized to {size[0]}x{size[1]}, JPEG q85"
     else:
         from devstack.samples import generate
@@ -213,8 +216,9 @@ def large_frame(size: tuple[int, int]) -> tuple[bytes, str]:
         with Image.open(io.BytesIO(photo.data)) as img:
             if img.size == size and img.format == "JPEG":
                 return photo.data, f"kit {photo.name} ({len(photo.data) / 1e6:.2f} MB)"
-    from devstack.samples import jpeg_bytes, render
     import numpy as np
+
+    from devstack.samples import jpeg_bytes, render
 
     data = jpeg_bytes(render("bus", np.random.default_rng(0), size), 90)
     return data, f"generated ({len(data) / 1e6:.2f} MB)"

@@ -25,8 +25,7 @@ def full(data: bytes, size: tuple[int, int]) -> np.ndarray:
 
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        img = ImageOps.exif_transpose(img) or img
-        rgb = img.convert("RGB")
+        rgb = (ImageOps.exif_transpose(img) or img).convert("RGB")
     if rgb.size != size:
         rgb = rgb.resize(size, RESIZE_FILTER)
     return np.asarray(rgb, dtype=np.uint8)

@@ -9,10 +9,8 @@ variants' ratios are cleaner here than through the local stack.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +47,6 @@ def _mem_store_class() -> type:
     return MemStore
 
 
-@contextlib.contextmanager
-def _service(kind: str) -> Iterator[None]:
-    import functions.classify as fc
-
-    original = fc.ClassifyService
-    if kind == "pipelined":
-        from bench.worker_child import pipelined_service_class
-
-        fc.ClassifyService = pipelined_service_class()
-    try:
-        yield
-    finally:
-        fc.ClassifyService = original
-
-
 def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: str = "shipped",
         batch: int = 10, tag: str = "x") -> dict[str, Any]:
     from functions.classify import make_handler
@@ -71,7 +54,7 @@ def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: 
 
     store = _mem_store_class()("mem")
     keys = [f"incoming/{tag}/f{i:05d}.jpg" for i in range(len(data))]
-    for key, blob in zip(keys, data):
+    for key, blob in zip(keys, data, strict=True):
         store.put(key, blob)
     clf = ortvariants.classifier(bundle_dir, ort)
     settings = FunctionSettings(model_bucket="mem")
@@ -80,13 +63,17 @@ def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: 
         return {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
                 "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "mem"}, "object": {"key": key}}}
 
-    with _service(service):
-        handler = make_handler(settings, stores=lambda bucket: store, loader=lambda s: clf)
-        handler({"Records": [record(k) for k in keys[:batch]]}, None)  # warm-up (its results are then skipped)
-        c0, t0 = time.process_time(), time.perf_counter()
-        for i in range(batch, len(keys), batch):
-            handler({"Records": [record(k) for k in keys[i:i + batch]]}, None)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    extra: dict[str, Any] = {}
+    if service == "pipelined":
+        from bench.worker_child import pipelined_service_class
+
+        extra["service"] = pipelined_service_class()
+    handler = make_handler(settings, stores=lambda bucket: store, loader=lambda s: clf, **extra)
+    handler({"Records": [record(k) for k in keys[:batch]]}, None)  # warm-up (its results are then skipped)
+    c0, t0 = time.process_time(), time.perf_counter()
+    for i in range(batch, len(keys), batch):
+        handler({"Records": [record(k) for k in keys[i:i + batch]]}, None)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(keys) - batch
     ok = sum(1 for k in keys[batch:] if f"results/{k[len('incoming/'):]}.json" in store.objects)
     return {"frames": n, "results": ok, "fps": round(n / wall, 1), "cpu_ms_per_frame": round(cpu * 1000 / n, 1),

@@ -16,8 +16,7 @@ import os
 import time
 from typing import Any
 
-from bench.common import KIT, fmt, keras_home, log, main_python, repo_env, summary, weights_for
-from bench.common import run as run_cmd
+from bench.common import KIT, fmt, keras_home, log, main_python, repo_env, run as run_cmd, summary, weights_for
 from bench.ctx import Ctx, Figure
 
 TARGET = 0.3

@@ -1,13 +1,13 @@
 """The local stack's worker + the real handler, alone in a process (benchmarks 3 and 7).
 
-Run by ``bench.b3_throughput`` with the runtime-only venv.  It attaches
-:class:`functions.local.LocalStack`'s own worker (``_poll`` -> ``_handle`` -> the handler
-built by ``make_handler``) to the moto server, bucket and queue the parent created, so
-the uploader and the moto server are other processes and this process's peak RSS is the
+Run by ``bench.throughput`` with the runtime-only venv.  It runs the local stack's own
+:class:`devstack.stack.QueueWorker` (poll -> handle -> the handler built by
+``make_handler``) against the moto server, bucket and queue the parent created, so the
+uploader and the moto server are other processes and this process's peak RSS is the
 function's.  Prints ``READY``, then on ``stop`` (stdin) one ``BENCH-RESULT {json}`` line.
 
 Variants (argv): ``--ort VARIANT`` patches ``shared.runtime.session_options`` (see
-``bench.ortvariants``); ``--service pipelined`` swaps in :class:`PipelinedService`, which
+``bench.ortvariants``); ``--service pipelined`` runs :class:`PipelinedFrames`, which
 infers each frame at batch 1 as soon as it is decoded and writes its result while the
 other frames are still downloading (the shipped service downloads all, infers the batch,
 then writes all); ``--pollers N`` runs N copies of the poll loop (N concurrent invocations).
@@ -19,7 +19,6 @@ import argparse
 import json
 import resource
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,51 +26,46 @@ from typing import Any
 
 
 def pipelined_service_class() -> type:
-    from functions.service import ClassifyService, Status, _Job
+    """A ClassifyService whose frames flow through the same public stages one by one."""
+    from functions.frames import FrameJob, FrameService
+    from functions.service import ClassifyService
 
-    class PipelinedService(ClassifyService):
-        """Same stages and outcomes as ClassifyService; the frames flow through them one by one."""
-
-        def _run_chunk(self, refs):  # type: ignore[no-untyped-def]
-            jobs = [self._job(ref) for ref in refs]
-            todo = [job for job in jobs if isinstance(job, _Job)]
+    class PipelinedFrames(FrameService):
+        def run_batch(self, refs):
+            jobs = [self.new_job(ref) for ref in refs]
+            todo = [job for job in jobs if isinstance(job, FrameJob)]
             if todo:
                 with ThreadPoolExecutor(max_workers=min(self.settings.max_workers, len(todo))) as pool:
-                    prepared = [pool.submit(self._guarded(self._prepare), job) for job in todo]
+                    prepared = [pool.submit(self.guarded(self.prepare), job) for job in todo]
                     writes = []
-                    for job, future in zip(todo, prepared):
+                    for job, future in zip(todo, prepared, strict=True):
                         future.result()
-                        self._infer([job])
-                        writes.append(pool.submit(self._guarded(self._write), job))
+                        self.infer([job])
+                        writes.append(pool.submit(self.guarded(self.write), job))
                     for future in writes:
                         future.result()
-            for job in todo:
-                if job.outcome is None:
-                    job.finish(Status.FAILED, error=job.error)
-            return [job.outcome if isinstance(job, _Job) else job for job in jobs]
+            return [job.settle() if isinstance(job, FrameJob) else job for job in jobs]
+
+    class PipelinedService(ClassifyService):
+        frame_service = PipelinedFrames
 
     return PipelinedService
 
 
-class AttachedStack:
-    """A LocalStack whose server, bucket and queue already exist (made by the parent)."""
+def attached_worker(endpoint: str, queue_url: str, model_cache_dir: Path, batch_size: int, max_workers: int,
+                    service: type | None) -> Any:
+    """A QueueWorker with the real handler, on a server, bucket and queue made by the parent."""
+    from devstack.stack import BUCKET, REGION, QueueWorker, moto_clients
+    from functions.classify import make_handler
+    from shared.config import FunctionSettings, S3Settings
+    from shared.storage import ObjectStore
 
-    def __new__(cls, endpoint: str, queue_url: str, model_cache_dir: Path, batch_size: int,
-                max_workers: int) -> Any:
-        import boto3
-
-        from functions.local import BUCKET, LocalStack
-        from shared.config import FunctionSettings, S3Settings
-        from shared.storage import ObjectStore, make_client
-
-        stack = LocalStack(batch_size=batch_size, model_cache_dir=model_cache_dir, env={})
-        stack.s3 = make_client(S3Settings(endpoint, "us-east-1"), max_pool_connections=32)
-        stack.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-        stack.store = ObjectStore(stack.s3, BUCKET)
-        stack.settings = FunctionSettings(model_bucket=BUCKET, s3=S3Settings(endpoint, "us-east-1"),
-                                          model_cache_dir=str(model_cache_dir), max_workers=max_workers)
-        stack.queue_url = queue_url
-        return stack
+    s3, sqs = moto_clients(endpoint)
+    settings = FunctionSettings(model_bucket=BUCKET, s3=S3Settings(endpoint, REGION),
+                                model_cache_dir=str(model_cache_dir), max_workers=max_workers)
+    extra = {"service": service} if service is not None else {}
+    handler = make_handler(settings, stores=lambda bucket: ObjectStore(s3, bucket), **extra)
+    return QueueWorker(sqs, queue_url, handler, batch_size=batch_size)
 
 
 def main() -> None:
@@ -88,26 +82,19 @@ def main() -> None:
 
     from bench import ortvariants
 
-    stack = AttachedStack(args.endpoint, args.queue_url, args.cache_dir, args.batch_size, args.max_workers)
-    if args.service == "pipelined":
-        import functions.classify as fc
-
-        fc.ClassifyService = pipelined_service_class()
+    service = pipelined_service_class() if args.service == "pipelined" else None
+    worker = attached_worker(args.endpoint, args.queue_url, args.cache_dir, args.batch_size, args.max_workers,
+                             service)
     with ortvariants.patched(args.ort, None):
-        stack.start_worker()
-        extra = [threading.Thread(target=stack._poll, daemon=True) for _ in range(args.pollers - 1)]
-        for t in extra:
-            t.start()
+        worker.start(args.pollers)
         print("READY", flush=True)
         sys.stdin.readline()  # the parent says stop (or goes away)
         t0 = time.perf_counter()
-        stack.stop_worker()
-        for t in extra:
-            t.join(timeout=30)
+        worker.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     heavy = sorted(m for m in ("tensorflow", "keras", "lightgbm", "sklearn", "scipy") if m in sys.modules)
     out = {"peak_rss_mb": usage.ru_maxrss / 1024, "cpu_user_s": usage.ru_utime, "cpu_sys_s": usage.ru_stime,
-           "handled_batches": stack.handled_batches, "worker_errors": stack.worker_errors[:5],
+           "handled_batches": worker.handled_batches, "worker_errors": worker.errors[:5],
            "stop_s": time.perf_counter() - t0, "heavy_modules_loaded": heavy}
     print("BENCH-RESULT " + json.dumps(out), flush=True)
 

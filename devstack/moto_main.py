@@ -25,6 +25,6 @@ def _modules() -> tuple[str, ...]:
 
 
 if __name__ == "__main__":
-    moto.backends.list_of_moto_modules = _modules  # type: ignore[assignment]
+    moto.backends.list_of_moto_modules = _modules
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server.main()

@@ -20,7 +20,8 @@ LABELS = ("bus", "car", "empty")
 
 
 def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(20, 236, size=3))  # type: ignore[return-value]
+    r, g, b = (int(c) for c in rng.integers(20, 236, size=3))
+    return r, g, b
 
 
 def _road(rng: np.random.Generator, width: int, height: int) -> Image.Image:

@@ -74,8 +74,9 @@ def render_badge(overlay: Overlay, badge: Badge, threshold: float | None) -> Ima
     headline = f"{badge.label} {badge.percent}%"
     caption = f"P({badge.bar_name})" if badge.bar_name and badge.bar_px is not None else ""
     pad, probe = overlay.pad, ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    head = probe.textbbox((0, 0), headline, font=overlay.font)
-    cap = probe.textbbox((0, 0), caption, font=overlay.small) if caption else (0, 0, 0, 0)
+    # Whole pixels: textbbox is typed as float (it can be, for fractional anchors; not here).
+    head = tuple(int(v) for v in probe.textbbox((0, 0), headline, font=overlay.font))
+    cap = tuple(int(v) for v in probe.textbbox((0, 0), caption, font=overlay.small)) if caption else (0, 0, 0, 0)
     bar_row = max(overlay.bar_height, cap[3]) if badge.bar_px is not None else 0
     width = max(head[2], (cap[2] + pad if caption else 0) + (overlay.bar_width if bar_row else 0)) + 2 * pad
     height = head[3] + (pad + bar_row if bar_row else 0) + 2 * pad
@@ -170,7 +171,7 @@ class AnnotatedWriter:
         if image.size != self.size:  # a mid-stream resolution change; x264 needs one size
             image = image.resize(self.size, RESIZE_FILTER)
         self._stamp(image, label=label, probability=probability, bar_value=bar_value)
-        frame = av.VideoFrame.from_image(pad_to_even(image))
+        frame = av.VideoFrame.from_image(pad_to_even(image))  # type: ignore[no-untyped-call]  # PyAV leaves it untyped
         frame.pts = self.frames  # one tick of 1/fps per frame: the source rate, no drift
         frame.time_base = 1 / self.fps
         for packet in self._stream.encode(frame):

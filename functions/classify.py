@@ -19,16 +19,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from functions.events import ParsedEvent, SourceKind, UnsupportedEventError, parse_event
-from functions.service import ClassifyService, Clock, Outcome, Status, StoreFactory, result_key_for, utc_now
+from functions.events import ParsedEvent, SourceKind, parse_event
+from functions.service import ClassifyService, Outcome, Status, StoreFactory, result_key_for
 from shared.bundle import fetch_files, fetch_manifest, resolve_version
+from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
-from shared.errors import CCTVError, ConfigError
+from shared.errors import CCTVError, ConfigError, UnsupportedEventError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
 
 ClassifierLoader = Callable[[ObjectStore], Classifier]
 Handler = Callable[[Any, Any], dict[str, Any]]
+ServiceFactory = Callable[[FunctionSettings, StoreFactory, Classifier, Clock], ClassifyService]
 
 log = logging.getLogger("functions.classify")
 
@@ -58,11 +60,13 @@ class App:
     """The function with its dependencies injected; keeps the classifier between calls."""
 
     def __init__(self, settings: FunctionSettings, *, stores: StoreFactory | None = None,
-                 loader: ClassifierLoader | None = None, clock: Clock = utc_now) -> None:
+                 loader: ClassifierLoader | None = None, clock: Clock = utc_now,
+                 service: ServiceFactory = ClassifyService) -> None:
         self.settings = settings
         self._stores = stores
         self._loader = loader or (lambda store: load_classifier(store, settings))
         self._clock = clock
+        self._service = service
         self._classifier: Classifier | None = None
         self._lock = threading.Lock()
 
@@ -116,14 +120,15 @@ class App:
         in_scope = [ref for ref in refs if result_key_for(self.settings, ref.key) is not None]
         if not in_scope:  # nothing to classify: don't pay for loading the model
             return [Outcome(ref, Status.IGNORED) for ref in refs]
-        service = ClassifyService(self.settings, self.stores, self.classifier(in_scope[0].bucket), self._clock)
+        service = self._service(self.settings, self.stores, self.classifier(in_scope[0].bucket), self._clock)
         return service.run(refs)
 
 
 def make_handler(settings: FunctionSettings, *, stores: StoreFactory | None = None,
-                 loader: ClassifierLoader | None = None, clock: Clock = utc_now) -> Handler:
-    """A ``handler(event, context)`` with injected dependencies (tests, the local stack)."""
-    return App(settings, stores=stores, loader=loader, clock=clock).handle
+                 loader: ClassifierLoader | None = None, clock: Clock = utc_now,
+                 service: ServiceFactory = ClassifyService) -> Handler:
+    """A ``handler(event, context)`` with injected dependencies (tests, the local stack, benchmarks)."""
+    return App(settings, stores=stores, loader=loader, clock=clock, service=service).handle
 
 
 def _respond(parsed: ParsedEvent, outcomes: list[Outcome]) -> dict[str, Any]:
@@ -173,12 +178,12 @@ def _result_fields(result: dict[str, Any]) -> dict[str, Any]:
     if result.get("kind") != "video":
         return {"label": result["label"], "probability": result["probability"]}
     fields: dict[str, Any] = {"kind": "video", "annotated_key": result.get("annotated_key")}
-    summary, video, timings = result.get("summary"), result.get("video"), result.get("timings")
-    if summary and video and timings:
+    summary, video, rate = result.get("summary"), result.get("video"), result.get("throughput")
+    if summary and video and rate:
         label = summary["dominant_label"]
         fields.update(label=label, label_share=summary["label_share"].get(label),
                       frames=video["frames_decoded"], frames_sampled=video["frames_sampled"],
-                      frames_per_s=timings["frames_per_s"], partial=result.get("partial") is not None)
+                      frames_per_s=rate["frames_per_s"], partial=result.get("partial") is not None)
     return fields
 
 

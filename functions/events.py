@@ -9,7 +9,7 @@ Shapes understood:
   or inside SQS;
 * Yandex Cloud Object Storage trigger messages (``messages[].details``; keys not encoded).
 
-Everything else is refused with :class:`UnsupportedEventError`.  Inside a batch, an item
+Everything else is refused with :class:`shared.errors.UnsupportedEventError`.  Inside a batch, an item
 that cannot be read is returned as a :class:`BadMessage` instead, so it never sinks
 the good items next to it.
 """
@@ -23,19 +23,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
-from shared.errors import CCTVError
+from shared.errors import UnsupportedEventError
 
 S3_TEST_EVENT = "s3:TestEvent"
 EVENTBRIDGE_CREATED = "Object Created"
 YANDEX_CREATED = "yandex.cloud.events.storage.ObjectCreate"
 # Keys with these extensions (any case) are clips for video mode; everything else is a frame.
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv"})
-
-
-class UnsupportedEventError(CCTVError):
-    """The event (or one message in it) is not a shape this function understands."""
-
-    exit_code = 2
 
 
 class SourceKind(str, enum.Enum):

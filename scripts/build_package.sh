@@ -78,7 +78,7 @@ deps, out = Path(sys.argv[1]).resolve(), Path(sys.argv[2])
 repo = Path.cwd().resolve()
 sys.path[:0] = [str(deps), str(repo)]
 # What a frame event imports, then what the first clip adds (functions.video imports lazily).
-for name in ("functions.classify", "shared.runtime", "onnxruntime", "functions.video", "functions.annotate",
+for name in ("functions.classify", "shared.runtime", "onnxruntime", "functions.video.pipeline", "functions.annotate",
              "av", "av.video.reformatter", "PIL.ImageDraw", "PIL.ImageFont"):
     importlib.import_module(name)
 import PIL.Image  # noqa: E402

@@ -3,7 +3,8 @@
 #
 #   1. npm ci                               -> serverless 3.x from package-lock.json
 #   2. scripts/build_package.sh             -> build/cctv-classifier.zip (code + vendored deps)
-#   3. import smoke test of the artifact under a local CPython 3.12, if one is found
+#   3. import smoke test of the artifact under a local CPython 3.12, if one is found, and
+#      scripts/zip_import_check.py: every module of ours in the zip imports with only the zip and boto3
 #   4. serverless package (dummy credentials, telemetry/notifications/update checks off)
 #   5. cfn-lint on .serverless/cloudformation-template-update-stack.json
 #   6. scripts/package_size.py: print the unzipped size, fail over 250 MB, and check that the
@@ -79,6 +80,21 @@ print(f"imports OK: numpy {numpy.__version__}, pillow {PIL.__version__}, onnxrun
       f"{onnxruntime.get_available_providers()}, av {av.__version__} (FFmpeg {av.ffmpeg_version_info}), "
       "functions.classify.handler")
 ')
+
+    # Lambda supplies boto3 (the pin we test with) and nothing else beside the zip.
+    boto3_pin=$(grep -E '^boto3==' requirements-runtime.txt)
+    boto3_dir=build/lambda-boto3
+    if [[ $(cat "$boto3_dir/.pin" 2>/dev/null) != "$boto3_pin" ]]; then
+        step "vendoring $boto3_pin (what Lambda's runtime provides) into $boto3_dir"
+        rm -rf "$boto3_dir"
+        "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-compile --only-binary=:all: \
+            --implementation cp --python-version 3.12 --platform manylinux2014_x86_64 \
+            --platform manylinux_2_28_x86_64 --target "$boto3_dir" "$boto3_pin"
+        rm -rf "$boto3_dir/bin"
+        echo "$boto3_pin" > "$boto3_dir/.pin"
+    fi
+    step "every module of ours in $ARTIFACT imports with only the zip and boto3"
+    "$PYTHON" scripts/zip_import_check.py --python "$PY312" --boto3 "$boto3_dir" "$ARTIFACT"
 else
     step "import smoke test skipped (needs an x86_64 host with CPython 3.12; set PYTHON312)"
 fi

@@ -1,20 +1,39 @@
 """The project's one error tree.
 
 Every error carries its context (bucket, key, ...) and a message that is a whole
-sentence saying what to do.  ``retryable`` tells callers whether a retry may help:
-bad input is reported and skipped, transient faults are raised so they are retried.
+sentence saying what to do.  Two class attributes tell callers what to do with it:
+
+* ``retryable``: whether a retry may help (transient faults are raised so they are retried;
+  bad input is reported and skipped);
+* ``settles_input``: whether a stored error result of this type settles its input, so a
+  repeated delivery of the same bytes with the same model is skipped rather than redone.
+  True for faults in the input itself (a bad image or clip), False for everything that a
+  later attempt might get past (storage, configuration, the model).
+
+Every subclass registers itself by name in :data:`ERROR_TYPES` as it is defined.  All of
+the project's errors are defined in this module, so the registry is complete as soon as
+``shared.errors`` is imported, whatever else has or has not been imported yet (the skip
+check runs before the video code is loaded).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+# Name -> class of every error below (and of any subclass defined later); see the module docstring.
+ERROR_TYPES: dict[str, type[CCTVError]] = {}
 
 
 class CCTVError(Exception):
     """Base class of every error this project raises on purpose."""
 
-    exit_code = 1
-    retryable = False
+    exit_code: ClassVar[int] = 1
+    retryable: ClassVar[bool] = False
+    settles_input: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ERROR_TYPES.setdefault(cls.__name__, cls)
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(message)
@@ -30,6 +49,9 @@ class CCTVError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.kind, "message": self.message, **self.context}
+
+
+ERROR_TYPES[CCTVError.__name__] = CCTVError
 
 
 # -- configuration and usage --------------------------------------------------------
@@ -84,6 +106,7 @@ class InvalidImageError(CCTVError):
     """The bytes are not a usable image. Bad input: report it and move on."""
 
     exit_code = 2
+    settles_input = True
 
 
 class ImageTooLargeError(InvalidImageError):
@@ -109,6 +132,7 @@ class InvalidVideoError(CCTVError):
     """The file is not a usable video. Bad input: report it and move on."""
 
     exit_code = 2
+    settles_input = True
 
 
 class VideoTooLargeError(InvalidVideoError):
@@ -117,6 +141,11 @@ class VideoTooLargeError(InvalidVideoError):
 
 class VideoTooLongError(InvalidVideoError):
     pass
+
+
+class VideoTooManyFramesError(VideoTooLongError):
+    """More frames than MAX_VIDEO_DECODED_FRAMES: a very high frame rate, or a header that
+    understates the count.  Every frame is decoded and re-encoded, so this bounds the work."""
 
 
 class NotAVideoError(InvalidVideoError):
@@ -133,6 +162,15 @@ class UnsupportedCodecError(InvalidVideoError):
 
 class EmptyVideoError(InvalidVideoError):
     pass
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+class UnsupportedEventError(CCTVError):
+    """The event (or one message in it) is not a shape this function understands."""
+
+    exit_code = 2
 
 
 # -- datasets and training ----------------------------------------------------------
@@ -181,3 +219,16 @@ class BundleIntegrityError(BundleError):
 
 class BundleIncompatibleError(BundleError):
     pass
+
+
+# -- development tools --------------------------------------------------------------
+
+
+class LocalStackError(CCTVError):
+    """The local stack (devstack) could not do what was asked, for example train its bundle."""
+
+
+def settles_input(type_name: str) -> bool:
+    """Whether a stored error of this type name settles its input (unknown names do not)."""
+    cls = ERROR_TYPES.get(type_name)
+    return cls is not None and cls.settles_input

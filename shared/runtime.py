@@ -22,11 +22,7 @@ import numpy as np
 
 from shared.bundle import IMAGENET_CLASSES, Manifest, verify_dir
 from shared.decision import decide as decide  # the one labelling rule, re-exported for callers
-
-FEATURES = "features"
-IMAGENET_PROBS = "imagenet_probs"
-HEAD_INPUT = "features"
-HEAD_PROBABILITIES = "probabilities"
+from shared.tensors import FEATURES, HEAD_INPUT, HEAD_PROBABILITIES, IMAGENET_PROBS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +165,9 @@ class Classifier:
 
     def head_probabilities(self, features: np.ndarray) -> np.ndarray:
         head = self._sessions.result().head
-        return head.run([HEAD_PROBABILITIES], {HEAD_INPUT: features.astype(np.float32, copy=False)})[0]
+        feeds = {HEAD_INPUT: features.astype(np.float32, copy=False)}
+        probabilities: np.ndarray = head.run([HEAD_PROBABILITIES], feeds)[0]
+        return probabilities
 
     def predict(self, images: np.ndarray, *, top_k: int = 3) -> list[Prediction]:
         """Classify a uint8 batch ``(N, H, W, 3)``."""
@@ -191,7 +189,7 @@ class Classifier:
         return Prediction(
             label=m.classes[idx],
             probability=round(float(probs[idx]), 6),
-            probabilities={c: round(float(p), 6) for c, p in zip(m.classes, probs)},
+            probabilities={c: round(float(p), 6) for c, p in zip(m.classes, probs, strict=True)},
             threshold=m.threshold,
             imagenet_top=top,
         )

@@ -6,11 +6,13 @@ gets its own bucket, so tests stay independent without restarting the server.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +23,21 @@ from shared.storage import ObjectStore, make_client
 REPO = Path(__file__).resolve().parents[1]
 KIT = REPO.parent / "shared"
 _bucket_ids = itertools.count()
+# The packages of each optional part (pyproject.toml's extras). A test marked with the part's name skips,
+# naming what is absent, in a venv without them: make test-runtime's holds only the function's runtime.
+EXTRAS = {
+    "training": ("tensorflow", "keras", "tf2onnx", "onnx", "onnxmltools", "lightgbm", "sklearn", "matplotlib", "tqdm"),
+    "batch": ("pyspark", "pandas", "pyarrow"),
+    "ops": ("jinja2",),
+}
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "imagenet: needs MobileNetV2 ImageNet weights in $KERAS_HOME")
-    config.addinivalue_line("markers", "kit: needs the data kit at ../shared")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    absent = {part: [m for m in modules if importlib.util.find_spec(m) is None] for part, modules in EXTRAS.items()}
+    for item in items:
+        for part, missing in absent.items():
+            if missing and item.get_closest_marker(part):
+                item.add_marker(pytest.mark.skip(reason=f"needs the {part} extra; absent here: {', '.join(missing)}"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,19 +65,19 @@ def s3_settings(moto_server: MotoServer) -> S3Settings:
 
 
 @pytest.fixture(scope="session")
-def s3_client(s3_settings: S3Settings):  # type: ignore[no-untyped-def]
+def s3_client(s3_settings: S3Settings) -> Any:  # a boto3 S3 client (boto3 is untyped)
     return make_client(s3_settings)
 
 
 @pytest.fixture()
-def bucket(s3_client) -> str:  # type: ignore[no-untyped-def]
+def bucket(s3_client: Any) -> str:
     name = f"test-bucket-{os.getpid()}-{next(_bucket_ids)}"
     s3_client.create_bucket(Bucket=name)
     return name
 
 
 @pytest.fixture()
-def store(s3_client, bucket: str) -> ObjectStore:  # type: ignore[no-untyped-def]
+def store(s3_client: Any, bucket: str) -> ObjectStore:
     return ObjectStore(s3_client, bucket)
 
 

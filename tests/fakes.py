@@ -21,6 +21,7 @@ from shared.bundle import Manifest, promote, sha256_file, upload_bundle, write_m
 from shared.config import FunctionSettings
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
+from tests import onnx_proto
 
 OPSET = 17
 IR_VERSION = 8  # opset 17 needs IR 8; every onnxruntime since 1.13 reads it
@@ -29,72 +30,58 @@ IMAGENET_CLASSES = ("tabby", "sports car", "school bus", "traffic light", "stree
 EVENTS_DIR = Path(__file__).parent / "events"
 
 
-def _backbone(input_size: tuple[int, int], with_top: bool) -> Any:
-    from onnx import TensorProto, helper, numpy_helper
-
+def _backbone(input_size: tuple[int, int], with_top: bool) -> bytes:
     width, height = input_size
     # features = [r, g, b, (r + g + b) / 3], each a channel mean scaled to [0, 1].
     proj = np.array([[1, 0, 0, 1 / 3], [0, 1, 0, 1 / 3], [0, 0, 1, 1 / 3]], dtype=np.float32)
     nodes = [
-        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["pixels"], ["means"], axes=[1, 2], keepdims=0),
-        helper.make_node("Div", ["means", "scale"], ["unit"]),
-        helper.make_node("MatMul", ["unit", "proj"], ["features"]),
+        onnx_proto.node("Cast", ["image"], ["pixels"], to=onnx_proto.FLOAT),
+        onnx_proto.node("ReduceMean", ["pixels"], ["means"], axes=[1, 2], keepdims=0),
+        onnx_proto.node("Div", ["means", "scale"], ["unit"]),
+        onnx_proto.node("MatMul", ["unit", "proj"], ["features"]),
     ]
-    inits = [numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale"),
-             numpy_helper.from_array(proj, "proj")]
-    outputs = [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURE_DIM])]
+    inits = [onnx_proto.tensor(np.array(255.0, dtype=np.float32), "scale"), onnx_proto.tensor(proj, "proj")]
+    outputs = [onnx_proto.value_info("features", onnx_proto.FLOAT, ["N", FEATURE_DIM])]
     if with_top:
         top = np.zeros((FEATURE_DIM, len(IMAGENET_CLASSES)), dtype=np.float32)
         top[0, 1], top[2, 2], top[3, 3] = 8.0, 8.0, 2.0  # red -> "sports car", blue -> "school bus"
-        nodes += [helper.make_node("MatMul", ["features", "top"], ["top_logits"]),
-                  helper.make_node("Softmax", ["top_logits"], ["imagenet_probs"], axis=-1)]
-        inits.append(numpy_helper.from_array(top, "top"))
-        outputs.append(helper.make_tensor_value_info("imagenet_probs", TensorProto.FLOAT,
-                                                     ["N", len(IMAGENET_CLASSES)]))
-    image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", height, width, 3])
-    return _model(helper.make_graph(nodes, "tiny_backbone", [image], outputs, inits))
+        nodes += [onnx_proto.node("MatMul", ["features", "top"], ["top_logits"]),
+                  onnx_proto.node("Softmax", ["top_logits"], ["imagenet_probs"], axis=-1)]
+        inits.append(onnx_proto.tensor(top, "top"))
+        outputs.append(onnx_proto.value_info("imagenet_probs", onnx_proto.FLOAT, ["N", len(IMAGENET_CLASSES)]))
+    image = onnx_proto.value_info("image", onnx_proto.UINT8, ["N", height, width, 3])
+    return _model(onnx_proto.graph(nodes, "tiny_backbone", [image], outputs, inits))
 
 
-def _head(n_classes: int) -> Any:
-    from onnx import TensorProto, helper, numpy_helper
-
+def _head(n_classes: int) -> bytes:
     weights = np.zeros((FEATURE_DIM, n_classes), dtype=np.float32)
     bias = np.zeros(n_classes, dtype=np.float32)
     weights[:3, 1], bias[1] = [20.0, -10.0, -10.0], -2.0  # class 1: red
     if n_classes > 2:
         weights[:3, 2], bias[2] = [-10.0, -10.0, 20.0], -2.0  # class 2: blue
-    nodes = [helper.make_node("MatMul", ["features", "w"], ["xw"]),
-             helper.make_node("Add", ["xw", "b"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)]
-    graph = helper.make_graph(
+    nodes = [onnx_proto.node("MatMul", ["features", "w"], ["xw"]),
+             onnx_proto.node("Add", ["xw", "b"], ["logits"]),
+             onnx_proto.node("Softmax", ["logits"], ["probabilities"], axis=-1)]
+    graph = onnx_proto.graph(
         nodes, "tiny_head",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURE_DIM])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", n_classes])],
-        [numpy_helper.from_array(weights, "w"), numpy_helper.from_array(bias, "b")])
+        [onnx_proto.value_info("features", onnx_proto.FLOAT, ["N", FEATURE_DIM])],
+        [onnx_proto.value_info("probabilities", onnx_proto.FLOAT, ["N", n_classes])],
+        [onnx_proto.tensor(weights, "w"), onnx_proto.tensor(bias, "b")])
     return _model(graph)
 
 
-def _model(graph: Any) -> Any:
-    import onnx
-    from onnx import helper
-
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tests.fakes")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
+def _model(graph: bytes) -> bytes:
+    return onnx_proto.model(graph, opset=OPSET, ir_version=IR_VERSION, producer="tests.fakes")
 
 
 def build_tiny_bundle(bundle_dir: str | Path, classes: tuple[str, ...] = ("bus", "car"),
                       positive: str | None = "car", threshold: float | None = 0.5, with_top: bool = False,
                       input_size: tuple[int, int] = (32, 32), version: str = "tiny-v1") -> Manifest:
     """Write a complete, valid bundle (ONNX graphs and manifest) into ``bundle_dir``."""
-    import onnx
-
     bundle_dir = Path(bundle_dir)
     bundle_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(_backbone(input_size, with_top), bundle_dir / "backbone.onnx")
-    onnx.save(_head(len(classes)), bundle_dir / "head.onnx")
+    (bundle_dir / "backbone.onnx").write_bytes(_backbone(input_size, with_top))
+    (bundle_dir / "head.onnx").write_bytes(_head(len(classes)))
     if with_top:
         (bundle_dir / "imagenet_classes.json").write_text(json.dumps(list(IMAGENET_CLASSES)))
     manifest, _ = write_manifest(bundle_dir, {

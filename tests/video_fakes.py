@@ -74,6 +74,7 @@ def write_frames(path: Path, frames: Iterator[Image.Image] | Sequence[Image.Imag
     first = next(frames)
     with av.open(str(path), "w", options=options) as out:
         stream = out.add_stream(codec, rate=fps, options={"preset": "ultrafast"} if codec == "libx264" else {})
+        assert isinstance(stream, av.VideoStream)  # a video codec name gives a video stream
         stream.width, stream.height = first.size
         stream.pix_fmt = pix_fmt
         for img in itertools.chain([first], frames):

@@ -47,7 +47,7 @@ class FeatureCache:
             if not obj.key.endswith(".npz"):
                 continue
             with np.load(io.BytesIO(self.store.get(obj.key).body), allow_pickle=False) as shard:
-                for key, etag, row in zip(shard["keys"], shard["etags"], shard["features"]):
+                for key, etag, row in zip(shard["keys"], shard["etags"], shard["features"], strict=True):
                     self._rows[(str(key), str(etag))] = row
         return len(self._rows)
 
@@ -76,6 +76,6 @@ class FeatureCache:
         data = buf.getvalue()
         key = f"{self.prefix}{sha256_bytes(data)[:16]}-{len(rows)}.npz"
         self.store.put(key, data)
-        for (k, e), row in zip(rows, matrix):
+        for (k, e), row in zip(rows, matrix, strict=True):
             self._rows[(k, e)] = row
         return key

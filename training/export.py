@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ParityError
-from shared.runtime import FEATURES, HEAD_INPUT, HEAD_PROBABILITIES, IMAGENET_PROBS, session_options
+from shared.runtime import session_options
+from shared.tensors import BACKBONE_INPUT, FEATURES, HEAD_INPUT, HEAD_PROBABILITIES, IMAGENET_PROBS
 
 BACKBONE_OPSET = 17
 HEAD_OPSET = 15  # the newest opset onnxmltools' LightGBM converter supports
@@ -29,7 +30,7 @@ def export_backbone(model: Any, path: Path, *, has_top: bool) -> None:
     import tf2onnx
 
     height, width = model.input_shape[1:3]
-    spec = (tf.TensorSpec((None, height, width, 3), tf.uint8, name="image"),)
+    spec = (tf.TensorSpec((None, height, width, 3), tf.uint8, name=BACKBONE_INPUT),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=BACKBONE_OPSET)
     names = [FEATURES, IMAGENET_PROBS] if has_top else [FEATURES]
     _rename_outputs(proto, names)
@@ -47,7 +48,7 @@ def _rename_outputs(proto: Any, names: list[str]) -> None:
 
     if len(proto.graph.output) != len(names):
         raise ParityError(f"The exported backbone has {len(proto.graph.output)} outputs, expected {len(names)}.")
-    for out, name in zip(list(proto.graph.output), names):
+    for out, name in zip(list(proto.graph.output), names, strict=True):
         proto.graph.node.append(helper.make_node("Identity", [out.name], [name], name=f"rename_{name}"))
         out.name = name
 

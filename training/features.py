@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,7 @@ def extract(items: Sequence[Item], store: ObjectStore, backbone: BackboneFn, *, 
         t0 = time.perf_counter()
         out = np.asarray(backbone(np.stack(batch)), dtype=np.float32)
         stats.inference_seconds += time.perf_counter() - t0
-        features.update(zip(batch_keys, out))
+        features.update(zip(batch_keys, out, strict=True))
         bar.update(len(batch))
         batch.clear()
         batch_keys.clear()
@@ -87,7 +88,8 @@ def extract(items: Sequence[Item], store: ObjectStore, backbone: BackboneFn, *, 
             unreadable.append(failure)
             bar.update(1)
             continue
-        batch.append(frame)  # type: ignore[arg-type]
+        assert frame is not None  # _ordered yields a frame or a failure, never neither
+        batch.append(frame)
         batch_keys.append(item.key)
         if len(batch) == target:
             flush()
@@ -140,7 +142,7 @@ def _ordered(items: Sequence[Item], store: ObjectStore, size: tuple[int, int], l
             yield head, future.result()
 
 
-def _progress_bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress_bar(total: int, enabled: bool) -> Any:  # a tqdm bar (tqdm is untyped)
     from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc="features", disable=not enabled or total == 0,

@@ -27,10 +27,7 @@ from shared.errors import CCTVError, ConfigError, DatasetError, PromotionRefused
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.manifest import BackboneDoc, ManifestDoc
 from shared.storage import ObjectStore, make_client
-from training import export
-from training import gate as training_gate
-from training import head_input as head_inputs
-from training import report as report_mod
+from training import export, gate as training_gate, head_input as head_inputs, report as report_mod
 from training.cache import FeatureCache, namespace
 from training.cli import FitConfig, config_from_args
 from training.dataset import Dataset, Item, check_folds, list_dataset
@@ -43,8 +40,7 @@ from training.keras_backbone import (
     keras_home,
     resolve_weights,
 )
-from training.onnx_cache import FILES as ONNX_FILES
-from training.onnx_cache import OnnxCache, cache_key, onnx_features
+from training.onnx_cache import FILES as ONNX_FILES, OnnxCache, cache_key, onnx_features
 
 Clock = Callable[[], dt.datetime]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",

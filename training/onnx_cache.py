@@ -25,8 +25,9 @@ import numpy as np
 from shared.backbones import BackboneSpec
 from shared.bundle import BACKBONE_WEIGHTS, dump_json, sha256_bytes, sha256_file
 from shared.errors import ObjectNotFoundError
-from shared.runtime import FEATURES, session_options
+from shared.runtime import session_options
 from shared.storage import ObjectStore
+from shared.tensors import FEATURES
 from training import head_input as head_inputs
 from training.export import BACKBONE_OPSET
 

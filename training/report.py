@@ -69,7 +69,7 @@ def _threshold_line(report: dict[str, Any]) -> str:
 
 def _matrix(classes: list[str], matrix: list[list[int]]) -> str:
     rows = ["| true \\ predicted | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    rows += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, matrix)]
+    rows += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, matrix, strict=True)]
     return "\n".join(rows)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from functions.local import BUCKET, LocalStack
+from devstack.stack import BUCKET, LocalStack
 from shared.config import DecodeLimits, VideoLimits
 from shared.errors import TransientStorageError
 from shared.storage import ObjectStore
@@ -135,7 +135,9 @@ def test_duplicate_delivery_gives_one_result(stack: LocalStack) -> None:
     first = stack.s3.head_object(Bucket=BUCKET, Key="results/dup.jpg.json")
     body = stack.store.get("results/dup.jpg.json").body
     etag = first["ETag"].strip('"')
-    event = s3_notification("incoming/dup.jpg", etag=stack.store.head("incoming/dup.jpg").etag)
+    source = stack.store.head("incoming/dup.jpg")
+    assert source is not None
+    event = s3_notification("incoming/dup.jpg", etag=source.etag)
     for _ in range(2):  # SQS is at-least-once: deliver the same notification twice more
         stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))
     deadline = time.monotonic() + 20
@@ -199,7 +201,7 @@ def clip_stack(tmp_path: Path) -> Iterator[LocalStack]:
 def decode_mp4(data: bytes) -> tuple[tuple[int, int], int, str]:
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         return (stream.width, stream.height), sum(1 for _ in container.decode(stream)), stream.codec_context.name
 
@@ -220,7 +222,8 @@ def test_clip_gives_json_and_annotated_mp4_and_they_trigger_nothing(clip_stack: 
     found = stack.wait_for_results(keys, timeout=60)
 
     doc = found["incoming/cam3/Gate 1.mp4"]
-    assert (doc["status"], doc["kind"], doc["annotated_key"]) == ("ok", "video", "results/cam3/Gate 1.mp4.annotated.mp4")
+    assert (doc["status"], doc["kind"], doc["annotated_key"]) == (
+        "ok", "video", "results/cam3/Gate 1.mp4.annotated.mp4")
     assert doc["summary"]["label_share"] == {"bus": 0.5, "car": 0.5} and doc["video"]["frames_decoded"] == 30
     assert found["incoming/cam3/still.jpg"]["label"] == "car"
     size, frames, codec = decode_mp4(stack.store.get(doc["annotated_key"]).body)
@@ -245,7 +248,9 @@ def test_bad_and_repeated_clips_through_the_stack(clip_stack: LocalStack, tmp_pa
     assert found["incoming/ok.avi"]["status"] == "ok"
     settle(stack)
     before = {o.key: o.etag for o in stack.store.list("results/")}
-    event = s3_notification("incoming/ok.avi", etag=stack.store.head("incoming/ok.avi").etag)
+    source = stack.store.head("incoming/ok.avi")
+    assert source is not None
+    event = s3_notification("incoming/ok.avi", etag=source.etag)
     stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=json.dumps(event))  # at-least-once
     time.sleep(1)
     settle(stack)
@@ -271,6 +276,6 @@ def test_a_real_cctv_clip_end_to_end(kit: Path, tmp_path: Path) -> None:
         assert doc["video"]["frames_decoded"] == frames and doc["partial"] is None
         assert doc["sampling"]["mode"] == "fps" and 140 <= doc["video"]["frames_sampled"] <= 160
         assert decode_mp4(stack.store.get(doc["annotated_key"]).body) == (size, frames, "h264")
-        print(f"\n  {name} through the local stack: {elapsed:.1f} s, {doc['timings']['frames_per_s']} frames/s")
+        print(f"\n  {name} through the local stack: {elapsed:.1f} s, {doc['throughput']['frames_per_s']} frames/s")
     finally:
         stack.__exit__(None, None, None)

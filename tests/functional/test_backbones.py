@@ -11,6 +11,8 @@ from shared.backbones import get_backbone
 from shared.errors import ConfigError, WeightsNotFoundError
 from training.keras_backbone import build_model, resolve_weights
 
+pytestmark = pytest.mark.training  # scikit-learn, LightGBM, TensorFlow: not in the function's runtime
+
 SPEC = get_backbone("mobilenet_v2")
 
 

@@ -17,11 +17,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from devstack.moto_server import MotoServer
 from devstack.samples import generate
 from shared import bundle
 from shared.storage import ObjectStore
 from tests.conftest import REPO
 from training import fit
+
+pytestmark = pytest.mark.training  # scikit-learn, LightGBM, TensorFlow: not in the function's runtime
 
 PER_LABEL = 30
 
@@ -40,7 +43,7 @@ def run_fit(store: ObjectStore, endpoint: str, *extra: str, capsys: Any = None) 
 
 
 @pytest.fixture(scope="module")
-def trained(moto_server, s3_client, tmp_path_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def trained(moto_server: MotoServer, s3_client: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     s3_client.create_bucket(Bucket="fit-binary")
     store = ObjectStore(s3_client, "fit-binary")
     upload(store, ("bus", "car"), PER_LABEL)
@@ -68,7 +71,7 @@ def test_bundle_files_checksums_and_manifest(trained: dict[str, Any]) -> None:
     raw = manifest.raw
     assert raw["schema_version"] == bundle.SCHEMA_VERSION and raw["version"] == version
     assert manifest.classes == ["bus", "car"] and manifest.positive_class == "car"
-    assert 0 < manifest.threshold < 1
+    assert manifest.threshold is not None and 0 < manifest.threshold < 1
     assert raw["backbone"]["name"] == "mobilenet_v2" and raw["backbone"]["input_size"] == [224, 224]
     assert raw["backbone"]["weights"]["source"] == "random" and "smoke" in raw["backbone"]["weights"]["note"]
     assert raw["dataset"]["counts"] == {"bus": PER_LABEL, "car": PER_LABEL + 1}
@@ -107,7 +110,8 @@ def test_report_lists_unreadable_and_per_fold_table(trained: dict[str, Any]) -> 
     assert report["dataset"]["unreadable"][0]["key"] == "train/car/zz_corrupt.jpg"
 
 
-def test_second_run_uses_the_cache_and_grown_dataset_computes_only_new(trained: dict[str, Any], capsys) -> None:  # type: ignore[no-untyped-def]
+def test_second_run_uses_the_cache_and_grown_dataset_computes_only_new(trained: dict[str, Any],
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     store, endpoint = trained["store"], trained["endpoint"]
     code, out, _ = run_fit(store, endpoint, "--no-promote", capsys=capsys)
     assert code == 0
@@ -135,7 +139,8 @@ def test_second_run_uses_the_cache_and_grown_dataset_computes_only_new(trained: 
     assert grown and grown[0]["features"]["computed"] == 5  # 3 changed ETags + 2 new keys
 
 
-def test_multiclass(moto_server, store: ObjectStore, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_multiclass(moto_server: MotoServer, store: ObjectStore, tmp_path: Path,
+                    capsys: pytest.CaptureFixture[str]) -> None:
     upload(store, ("bus", "car", "empty"), 20)
     code, out, _ = run_fit(store, moto_server.endpoint_url, "--folds", "4", "--out", str(tmp_path), capsys=capsys)
     assert code == 0, out
@@ -149,7 +154,8 @@ def test_multiclass(moto_server, store: ObjectStore, tmp_path: Path, capsys) -> 
     assert not (tmp_path / "roc.png").exists() and (tmp_path / "confusion_matrix.png").exists()
 
 
-def test_group_by_keeps_cameras_together(moto_server, store: ObjectStore, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_group_by_keeps_cameras_together(moto_server: MotoServer, store: ObjectStore, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     upload(store, ("bus", "car"), 24)
     code, out, err = run_fit(store, moto_server.endpoint_url, "--group-by", r"(cam\d)_", "--folds", "4",
                              "--out", str(tmp_path), capsys=capsys)
@@ -159,7 +165,8 @@ def test_group_by_keeps_cameras_together(moto_server, store: ObjectStore, tmp_pa
     assert "StratifiedGroupKFold" in out
 
 
-def test_chance_level_head_fails_loudly_and_is_not_promoted(moto_server, store: ObjectStore, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_chance_level_head_fails_loudly_and_is_not_promoted(moto_server: MotoServer, store: ObjectStore,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     # Both folders hold the same kind of frame: nothing to learn.
     for i, (_, name, data) in enumerate(generate(("car",), 60, seed=3, size=(160, 120))):
         store.put(f"train/{'ab'[i % 2]}/{name}", data)
@@ -182,7 +189,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], needle: str) -> None
     assert lines[0].startswith("training.fit: error: ") and lines[0].endswith(".")
 
 
-def test_user_errors_are_one_line(moto_server, store: ObjectStore, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_user_errors_are_one_line(moto_server: MotoServer, store: ObjectStore, tmp_path: Path) -> None:
     ep = ["--endpoint-url", moto_server.endpoint_url, "--weights", "random"]
     _one_line_error(_cli("--bucket", "no-such-bucket", *ep), "does not exist")
     _one_line_error(_cli("--bucket", store.bucket, *ep), "No objects under")
@@ -205,16 +212,17 @@ def test_user_errors_are_one_line(moto_server, store: ObjectStore, tmp_path: Pat
     _one_line_error(_cli("--bucket", store.bucket, *ep, "--out", str(cluttered)), "not empty")
 
 
-def test_missing_credentials_is_one_line(moto_server, store: ObjectStore, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_credentials_is_one_line(moto_server: MotoServer, store: ObjectStore, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_EC2_METADATA_DISABLED="true")
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
     proc = _cli("--bucket", store.bucket, "--endpoint-url", moto_server.endpoint_url, "--region", "us-east-1",
                 "--weights", "random", env=env)
     _one_line_error(proc, "credentials")
 
 
-def test_too_many_unreadable_fails(moto_server, store: ObjectStore, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_too_many_unreadable_fails(moto_server: MotoServer, store: ObjectStore,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     upload(store, ("bus", "car"), 10)
     for i in range(3):
         store.put(f"train/bus/broken{i}.jpg", b"GIF89a truncated")
@@ -233,7 +241,7 @@ def test_help_documents_every_flag() -> None:
 
 @pytest.mark.kit
 @pytest.mark.slow
-def test_vehicles_dev_end_to_end(kit: Path, moto_server, store: ObjectStore, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_vehicles_dev_end_to_end(kit: Path, moto_server: MotoServer, store: ObjectStore, tmp_path: Path) -> None:
     """The real photos, with real ImageNet weights when the cache has them (random otherwise)."""
     from tests.conftest import keras_home_with_imagenet
 
@@ -264,7 +272,8 @@ def test_vehicles_dev_end_to_end(kit: Path, moto_server, store: ObjectStore, tmp
 
 
 @pytest.mark.slow
-def test_resnet50_random_weights(moto_server, store: ObjectStore, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_resnet50_random_weights(moto_server: MotoServer, store: ObjectStore, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
     upload(store, ("bus", "car"), 10)
     code, _, err = run_fit(store, moto_server.endpoint_url, "--backbone", "resnet50", "--folds", "2",
                            "--min-auc", "0", "--parity-images", "4", "--out", str(tmp_path), capsys=capsys)
@@ -277,7 +286,7 @@ def test_resnet50_random_weights(moto_server, store: ObjectStore, tmp_path: Path
     assert sess.get_outputs()[0].shape[1] == 2048
 
 
-def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys) -> None:  # type: ignore[no-untyped-def]
+def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     """A head trained on swapped labels is scored against the promoted one on train/ and is not promoted."""
     store, endpoint, before = trained["store"], trained["endpoint"], trained["latest"]
     for obj in list(store.list("train/")):

@@ -21,13 +21,13 @@ from PIL import Image
 from devstack.samples import jpeg_bytes
 from functions import classify
 from functions.classify import make_handler
-from functions.events import UnsupportedEventError
 from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.errors import (
     AccessDeniedError,
     BundleIncompatibleError,
     BundleIntegrityError,
     TransientStorageError,
+    UnsupportedEventError,
 )
 from shared.runtime import Classifier
 from shared.storage import ObjectData, ObjectStore
@@ -42,6 +42,7 @@ from tests.fakes import (
     sqs_event,
     yandex_event,
 )
+from tests.result_schema import assert_valid_result
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "incoming/cam 1/frame+1 100%/Ünïcode-ключ.jpg"
@@ -108,6 +109,7 @@ def test_ok_result_holds_everything(app: classify.App, store: ObjectStore, s3_cl
     assert set(doc["timings_ms"]) == {"download", "decode", "inference"}
     assert all(v >= 0 for v in doc["timings_ms"].values()) and doc["batch_size"] == 1
     assert doc["processed_at"] == "2024-06-01T10:00:00.000Z"
+    assert_valid_result(doc)
     head = s3_client.head_object(Bucket=store.bucket, Key=RESULT_KEY)
     assert head["Metadata"] == {"source-etag": etag, "model-version": "tiny-v1"}
     assert head["ContentType"] == "application/json"
@@ -130,6 +132,7 @@ def test_blue_frame_is_the_other_class_and_imagenet_top_is_reported(
     doc = result(store, "results/blue.jpg.json")
     assert doc["label"] == "bus" and doc["model"]["version"] == "tiny-top"
     assert [t["class"] for t in doc["imagenet_top"]][0] == "school bus" and len(doc["imagenet_top"]) == 3
+    assert_valid_result(doc)
 
 
 @pytest.mark.parametrize("make_event, source", [
@@ -201,6 +204,7 @@ def test_every_bad_input_gets_an_error_result_and_spares_the_good_one(app: class
         assert doc["error"]["type"] == kind, name
         assert f"incoming/{name}" in doc["error"]["message"] and doc["error"]["message"].endswith(".")
         assert doc["model"]["version"] == "tiny-v1" and doc["processed_at"].endswith("Z")
+        assert_valid_result(doc)
     assert result(store, "results/big.jpg.json")["source"]["size"] == 300_000
     assert "deleted" in result(store, "results/deleted.jpg.json")["error"]["message"]
 
@@ -330,8 +334,12 @@ def test_module_handler_builds_its_app_lazily_from_the_environment(
         monkeypatch.setenv(name, value)
     calls: list[str] = []
     real = classify.load_classifier
-    monkeypatch.setattr(classify, "load_classifier",
-                        lambda s, settings: calls.append(s.bucket) or real(s, settings))
+
+    def counting_load(s: Any, settings: Any) -> Any:
+        calls.append(s.bucket)
+        return real(s, settings)
+
+    monkeypatch.setattr(classify, "load_classifier", counting_load)
     for i in range(2):
         put(store, f"incoming/env{i}.jpg")
         classify.handler(s3_event(store.bucket, [f"incoming/env{i}.jpg"]), None)

@@ -21,6 +21,7 @@ from shared.storage import ObjectInfo, ObjectStore
 from tests import video_fakes as vf
 from tests.fakes import s3_event, sqs_event, yandex_event
 from tests.functional.test_handler import RED, all_keys, frame
+from tests.result_schema import assert_valid_result
 
 CLIP = "incoming/cam 1/Gate+2 ночь.MP4"
 CLIP_JSON = "results/cam 1/Gate+2 ночь.MP4.json"
@@ -65,9 +66,10 @@ def upload(store: ObjectStore, key: str, path: Path) -> str:
 def decode(data: bytes) -> dict[str, Any]:
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert stream.average_rate is not None
         return {"codec": stream.codec_context.name, "size": (stream.width, stream.height), "frames": frames,
                 "fps": float(stream.average_rate)}
 
@@ -92,11 +94,13 @@ def test_clip_gives_a_json_result_and_an_annotated_mp4(app: classify.App, store:
                              "size": (clips / "switch.mp4").stat().st_size, "version_id": None}
     assert doc["model"]["version"] == "tiny-v1" and doc["model"]["backbone"] == "tiny_mean_rgb"
     assert doc["processed_at"] == "2024-06-01T10:00:00.000Z" and doc["schema_version"] == 1
-    assert set(doc["timings_ms"]) == {"download", "process", "upload"}
-    assert doc["timings"]["frames_per_s"] > 0
+    assert set(doc["timings_ms"]) == {"download", "process", "upload", "decode", "inference", "encode"}
+    assert all(isinstance(ms, float) and ms >= 0 for ms in doc["timings_ms"].values())
+    assert doc["throughput"]["frames_per_s"] > 0
     assert doc["video"]["frames_decoded"] == 30 and (doc["video"]["width"], doc["video"]["height"]) == (160, 120)
     assert doc["summary"]["label_share"] == {"bus": 0.5, "car": 0.5} and doc["partial"] is None
     assert [r["label"] for r in doc["frames"]] == ["bus"] * 15 + ["car"] * 15
+    assert_valid_result(doc)
 
     head = s3_client.head_object(Bucket=store.bucket, Key=CLIP_MP4)
     assert head["ContentType"] == "video/mp4"
@@ -164,11 +168,24 @@ def test_every_bad_clip_gets_an_error_result_and_no_annotated_mp4(app: classify.
         assert (doc["status"], doc["kind"], doc["error"]["type"]) == ("error", "video", kind), name
         assert f"incoming/{name}" in doc["error"]["message"] and doc["error"]["message"].endswith(".")
         assert doc["annotated_key"] is None and doc["summary"] is None and doc["model"]["version"] == "tiny-v1"
+        assert_valid_result(doc)
     assert store.get_json("results/big.mp4.json")["source"]["size"] == len(big)
     assert not [k for k in results(store) if k.endswith(".mp4")]
 
 
 # -- idempotency and faults ------------------------------------------------------------------
+
+
+def test_a_partly_readable_clip_gets_an_ok_result_saying_where_it_stopped(app: classify.App, store: ObjectStore,
+                                                                        tmp_path: Path) -> None:
+    whole = vf.write_clip(tmp_path / "long.mkv", vf.labels_switching(6.0), size=(320, 240))
+    upload(store, "incoming/cut.mkv", vf.truncate(whole, tmp_path / "cut.mkv", 0.5))
+    response = app.handle(s3_event(store.bucket, ["incoming/cut.mkv"]), None)
+    assert response["records"]["ok"] == 1
+    doc = store.get_json("results/cut.mkv.json")
+    assert doc["status"] == "ok" and "cut short" in doc["partial"]["reason"]
+    assert doc["video"]["frames_decoded"] == doc["partial"]["stopped_at_frame"] == len(doc["frames"])
+    assert_valid_result(doc)
 
 
 @pytest.mark.parametrize("make_event", [

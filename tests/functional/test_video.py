@@ -16,20 +16,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from functions.video import (
+from functions.video.__main__ import main
+from functions.video.pipeline import process_video
+from functions.video.reading import FrameReader, open_video
+from shared.config import VideoLimits
+from shared.errors import (
     EmptyVideoError,
-    FrameReader,
     InvalidVideoError,
-    NoVideoStreamError,
     NotAVideoError,
+    NoVideoStreamError,
     UnsupportedCodecError,
-    VideoLimits,
     VideoTooLargeError,
     VideoTooLongError,
     VideoTooManyFramesError,
-    main,
-    open_video,
-    process_video,
 )
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
@@ -72,13 +71,15 @@ def decode_all(path: Path, keep: set[int] | None = None) -> tuple[dict[str, Any]
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        meta = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
-                "fps": stream.average_rate, "pix_fmt": stream.codec_context.pix_fmt, "frames": 0}
+        meta: dict[str, Any] = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
+                "fps": stream.average_rate, "pix_fmt": stream.codec_context.pix_fmt}
+        n_frames = 0
         frames = []
         for i, frame in enumerate(container.decode(stream)):
-            meta["frames"] += 1
+            n_frames += 1
             if keep is None or i in keep:
                 frames.append(frame.to_ndarray(format="rgb24"))
+    meta["frames"] = n_frames
     return meta, frames
 
 
@@ -113,8 +114,8 @@ def test_every_frame_timeline_finds_the_switch(tiny: Classifier, switch_mp4: Pat
     assert (video["frames_declared"], video["frames_decoded"], video["frames_sampled"]) == (40, 40, 40)
     assert video["duration_s"] == pytest.approx(4.0)
     assert result["partial"] is None and result["annotated"] is None
-    assert set(result["timings"]) == {"decode_s", "inference_s", "encode_s", "total_s", "frames_per_s",
-                                      "sampled_frames_per_s"}
+    assert set(result["timings_ms"]) == {"decode", "inference", "encode", "total"}
+    assert set(result["throughput"]) == {"frames_per_s", "sampled_frames_per_s"}
     json.dumps(result)  # the handler stores it as is
 
 
@@ -374,7 +375,8 @@ class RssProbe:
     """Wraps the classifier and samples resident memory at every batch."""
 
     def __init__(self, inner: Classifier) -> None:
-        self.inner, self.manifest, self.samples = inner, inner.manifest, []
+        self.inner, self.manifest = inner, inner.manifest
+        self.samples: list[int] = []
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -418,7 +420,7 @@ def test_kit_clips_end_to_end(tiny: Classifier, kit: Path, tmp_path: Path, name:
     width, height, count = KIT_CLIPS[name]
     out = tmp_path / "annotated.mp4"
     result = process_video(clip, tiny, out_path=out)
-    video, timings = result["video"], result["timings"]
+    video, timings, rate = result["video"], result["timings_ms"], result["throughput"]
     assert (video["width"], video["height"], video["frames_decoded"], video["frames_sampled"]) == \
         (width, height, count, count)
     assert result["partial"] is None and len(result["frames"]) == count
@@ -433,9 +435,9 @@ def test_kit_clips_end_to_end(tiny: Classifier, kit: Path, tmp_path: Path, name:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         Image.fromarray(frames[0]).save(ARTIFACTS / "annotated_frame.png")
     with capsys.disabled():
-        print(f"\n  {name}: {count} frames {width}x{height} in {timings['total_s']:.2f} s = "
-              f"{timings['frames_per_s']} frames/s (decode {timings['decode_s']:.2f}, inference "
-              f"{timings['inference_s']:.2f}, encode {timings['encode_s']:.2f})")
+        print(f"\n  {name}: {count} frames {width}x{height} in {timings['total'] / 1000:.2f} s = "
+              f"{rate['frames_per_s']} frames/s (decode {timings['decode'] / 1000:.2f}, inference "
+              f"{timings['inference'] / 1000:.2f}, encode {timings['encode'] / 1000:.2f})")
 
 
 # -- command line ---------------------------------------------------------------------------

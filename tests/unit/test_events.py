@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from functions.events import ObjectRef, SourceKind, UnsupportedEventError, parse_event
+from functions.events import ObjectRef, SourceKind, parse_event
+from shared.errors import UnsupportedEventError
 from tests.fakes import load_event
 
 # The key in every file under tests/events/: a space, '+', '%' and non-ASCII letters.
@@ -145,4 +146,4 @@ def test_multiple_s3_records_keep_order_and_quotes_are_stripped() -> None:
 def test_object_ref_is_frozen() -> None:
     ref = ObjectRef("b", "k")
     with pytest.raises(dataclasses.FrozenInstanceError):
-        ref.key = "other"  # type: ignore[misc]
+        ref.key = "other"  # type: ignore[misc]  # the assignment mypy refuses is what is tested

@@ -8,6 +8,11 @@ path is exercised in tests/functional/test_handler_video.py and the e2e tests.
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +21,7 @@ import pytest
 from PIL import Image
 
 from devstack.samples import jpeg_bytes
-from functions import service
+from functions import clips
 from functions.events import ObjectRef
 from functions.service import ClassifyService, Status, annotated_key_for, is_final
 from shared.config import FunctionSettings, VideoLimits
@@ -28,6 +33,7 @@ from shared.errors import (
     UnsupportedCodecError,
     VideoTooLargeError,
     VideoTooLongError,
+    VideoTooManyFramesError,
 )
 from shared.runtime import Classifier
 from tests.fakes import build_tiny_bundle
@@ -65,7 +71,8 @@ class FakeProcessVideo:
             "summary": {"dominant_label": "car", "label_share": {"bus": 0.4, "car": 0.6}},
             "partial": None,
             "annotated": {"codec": "h264", "frames": 30},
-            "timings": {"total_s": 0.5, "frames_per_s": 60.0},
+            "timings_ms": {"decode": 100.0, "inference": 300.0, "encode": 90.0, "total": 500.0},
+            "throughput": {"frames_per_s": 60.0, "sampled_frames_per_s": 60.0},
             "frames": [{"frame": 0, "label": "car"}],
         }
 
@@ -77,16 +84,21 @@ class FlakyDownloads(MemoryStore):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny")
     build_tiny_bundle(folder)
-    return Classifier.from_dir(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path) -> Classifier:
+    return Classifier.from_dir(tiny_dir)
 
 
 @pytest.fixture()
 def fake_video(monkeypatch: pytest.MonkeyPatch) -> FakeProcessVideo:
     fake = FakeProcessVideo()
-    monkeypatch.setattr(service, "process_video", fake)
+    monkeypatch.setattr(clips, "process_video", fake)
     return fake
 
 
@@ -96,8 +108,8 @@ def store() -> MemoryStore:
 
 
 def make_service(store: MemoryStore, tiny: Classifier, **settings: Any) -> ClassifyService:
-    clock = lambda: datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)  # noqa: E731
-    return ClassifyService(FunctionSettings(**settings), lambda bucket: store, tiny, clock)
+    return ClassifyService(FunctionSettings(**settings), lambda bucket: store, tiny,
+                           lambda: datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc))
 
 
 def refs(store: MemoryStore, keys: list[str]) -> list[ObjectRef]:
@@ -133,6 +145,46 @@ def test_storage_errors_are_not_final() -> None:
     assert not is_final({"status": "error", "error": {"type": "ObjectNotFoundError", "message": "."}})
 
 
+REPO = Path(__file__).resolve().parents[2]
+# A fresh process: only the service is imported, as in a new container before its first clip.
+REDELIVERY = textwrap.dedent("""
+    import base64, json, sys
+    from pathlib import Path
+    from functions.events import ObjectRef
+    from functions.service import ClassifyService
+    from shared.config import FunctionSettings
+    from shared.runtime import Classifier
+    from tests.memory_store import MemoryStore
+
+    store = MemoryStore("frames")
+    for key, body in json.loads(sys.argv[2]).items():
+        store.put(key, base64.b64decode(body))
+    etag = store.head("incoming/long.mp4").etag
+    service = ClassifyService(FunctionSettings(), lambda bucket: store, Classifier.from_dir(Path(sys.argv[1])))
+    [outcome] = service.run([ObjectRef("frames", "incoming/long.mp4", etag=etag)])
+    print(json.dumps({"status": outcome.status.value, "downloads": store.downloads,
+                      "video_code": sorted(m for m in sys.modules if m.startswith("functions.video"))}))
+""")
+
+
+def test_a_redelivered_too_many_frames_clip_is_skipped_in_a_fresh_process(
+        store: MemoryStore, tiny: Classifier, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The skip check must know VideoTooManyFramesError before the video code is ever imported."""
+    too_many = FakeProcessVideo(VideoTooManyFramesError("'incoming/long.mp4' holds more than 10 frames, the "
+                                                        "decoded-frame limit; cut it.", key="incoming/long.mp4"))
+    monkeypatch.setattr(clips, "process_video", too_many)
+    store.put("incoming/long.mp4", CLIP_BYTES)
+    [first] = make_service(store, tiny).run(refs(store, ["incoming/long.mp4"]))
+    assert first.status is Status.ERROR and store.get_json("results/long.mp4.json")["error"]["type"] == \
+        "VideoTooManyFramesError"
+    objects = {key: base64.b64encode(body).decode() for key, body in store.objects.items()}
+    proc = subprocess.run([sys.executable, "-c", REDELIVERY, str(tiny_dir), json.dumps(objects)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"status": "skipped", "downloads": [], "video_code": []}
+
+
 # -- dispatch ---------------------------------------------------------------------------------
 
 
@@ -145,7 +197,12 @@ def test_frames_and_clips_are_dispatched_by_suffix_in_any_case(store: MemoryStor
         store.put(key, CLIP_BYTES if key.lower().endswith((".mp4", ".avi", ".mov", ".mkv")) else frame(RED))
     batches: list[int] = []
     real_predict = tiny.predict
-    monkeypatch.setattr(tiny, "predict", lambda images, **kw: batches.append(len(images)) or real_predict(images, **kw))
+
+    def counting_predict(images: Any, **kw: Any) -> Any:
+        batches.append(len(images))
+        return real_predict(images, **kw)
+
+    monkeypatch.setattr(tiny, "predict", counting_predict)
 
     outcomes = make_service(store, tiny).run(refs(store, keys))
 
@@ -155,7 +212,7 @@ def test_frames_and_clips_are_dispatched_by_suffix_in_any_case(store: MemoryStor
     assert [call["name"] for call in fake_video.calls] == ["incoming/b.MP4", "incoming/d.avi", "incoming/e.Mov",
                                                            "incoming/f.mkv"]
     assert all(call["classifier"] is tiny for call in fake_video.calls)  # the model loaded for the event
-    kinds = {o.ref.key: o.result["kind"] for o in outcomes}  # type: ignore[index]
+    kinds = {o.ref.key: o.result["kind"] for o in outcomes if o.result is not None}
     assert kinds["incoming/a.jpg"] == kinds["incoming/g.mp4.jpg"] == "frame"
     assert kinds["incoming/b.MP4"] == "video"
 
@@ -182,8 +239,10 @@ def test_a_clip_gets_its_annotated_mp4_then_its_json(store: MemoryStore, tiny: C
                              "size": len(CLIP_BYTES), "version_id": None}
     assert doc["model"] == {"version": "tiny-v1", "backbone": "tiny_mean_rgb", "input_size": [32, 32],
                             "classes": ["bus", "car"], "positive_class": "car", "threshold": 0.5}
-    assert doc["summary"]["dominant_label"] == "car" and doc["timings"]["frames_per_s"] == 60.0
-    assert set(doc["timings_ms"]) == {"download", "process", "upload"}
+    assert doc["summary"]["dominant_label"] == "car" and doc["throughput"]["frames_per_s"] == 60.0
+    assert set(doc["timings_ms"]) == {"download", "process", "upload", "decode", "inference", "encode"}
+    assert (doc["timings_ms"]["decode"], doc["timings_ms"]["inference"], doc["timings_ms"]["encode"]) == \
+        (100.0, 300.0, 90.0)  # process_video's phases, in ms like the function's own stages
     assert doc["processed_at"] == "2024-06-01T10:00:00.000Z" and doc["schema_version"] == 1
 
 
@@ -201,7 +260,7 @@ def test_a_bad_clip_gets_an_error_result_and_is_not_redone(store: MemoryStore, t
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     bad = FakeProcessVideo(NotAVideoError("'incoming/bad.mp4' could not be opened as a video; upload the "
                                           "complete clip.", key="incoming/bad.mp4"))
-    monkeypatch.setattr(service, "process_video", bad)
+    monkeypatch.setattr(clips, "process_video", bad)
     store.put("incoming/bad.mp4", CLIP_BYTES)
     store.put("incoming/good.jpg", frame(BLUE))
     svc = make_service(store, tiny)
@@ -253,7 +312,7 @@ def test_a_transient_fault_fails_only_the_clip_and_writes_nothing_for_it(tiny: C
 def test_a_bug_in_the_clip_path_fails_only_that_clip(store: MemoryStore, tiny: Classifier,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     broken = FakeProcessVideo(RuntimeError("unexpected"))
-    monkeypatch.setattr(service, "process_video", broken)
+    monkeypatch.setattr(clips, "process_video", broken)
     for key in ("incoming/1.mp4", "incoming/2.mp4"):
         store.put(key, CLIP_BYTES)
     outcomes = make_service(store, tiny).run(refs(store, ["incoming/1.mp4", "incoming/2.mp4"]))

@@ -299,6 +299,7 @@ def test_download_streams_the_object_to_a_file_in_chunks(client: Any, store: Obj
     assert info == ObjectInfo("incoming/clip.mp4", etag, len(data))
     assert (tmp_path / "clip").read_bytes() == data
     [body] = spy.bodies
+    assert isinstance(body, _ChunkCountingBody)
     assert body.chunks == [65536, 65536, 65536, 59392] and body.closed  # never the whole body at once
 
 
@@ -312,6 +313,7 @@ def test_download_refuses_an_oversize_clip_before_reading_it(client: Any, store:
     assert "99-byte limit" in str(info.value) and "MAX_VIDEO_BYTES" in str(info.value)
     assert_sentence(info.value)
     [body] = spy.bodies
+    assert isinstance(body, _ChunkCountingBody)
     assert body.reads == 0 and body.chunks == [] and body.closed
     assert not (tmp_path / "clip").exists()
 

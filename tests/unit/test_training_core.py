@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from training.dataset import check_folds, list_dataset
 from training.features import extract
 from training.head import check_not_chance, cross_validate, default_params
 from training.metrics import best_f1_threshold, fold_metrics, summarise
+
+pytestmark = pytest.mark.training  # scikit-learn, LightGBM, TensorFlow: not in the function's runtime
 
 
 def test_fold_metrics_binary_known_values() -> None:
@@ -233,7 +236,7 @@ def test_cv_places_probabilities_by_label_when_a_fold_lacks_a_class() -> None:
     assert np.all(rare_rows[:, 2] == 0)  # its fold's model never saw class 2: probability 0, not misplaced
 
 
-def test_onnx_cache_round_trip_and_damage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_onnx_cache_round_trip_and_damage(tmp_path: Path) -> None:
     from shared.backbones import get_backbone
     from training.onnx_cache import OnnxCache, cache_key
 

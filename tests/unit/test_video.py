@@ -18,32 +18,31 @@ import pytest
 from PIL import Image
 
 from functions.annotate import BOX, HOT, Overlay, draw_overlay, even_size, pad_to_even
-from functions.video import (
+from functions.events import is_video_key
+from functions.video.__main__ import parse_s3_bundle
+from functions.video.pipeline import Pipeline, Timer, run_frames
+from functions.video.reading import (
     DecodedFrame,
-    InvalidVideoError,
-    NotAVideoError,
-    Pipeline,
     Sampler,
     SamplingPlan,
-    Timer,
     VideoInfo,
-    VideoLimits,
+    check_video_info,
+    check_video_size,
+    plan_sampling,
+    video_workspace,
+)
+from functions.video.result import segments, summarise
+from shared.config import VideoLimits
+from shared.errors import (
+    CCTVError,
+    ConfigError,
+    InvalidVideoError,
+    NotAVideoError,
     VideoTooLargeError,
     VideoTooLongError,
     VideoTooManyFramesError,
-    check_video_info,
-    check_video_size,
-    fit_to_input,
-    is_video_key,
-    parse_s3_bundle,
-    plan_sampling,
-    run_frames,
-    segments,
-    summarise,
-    video_workspace,
 )
-from shared.errors import CCTVError, ConfigError
-from shared.imaging import decode_image
+from shared.imaging import decode_image, fit_to_input
 from shared.runtime import Classifier
 from tests.fakes import build_tiny_bundle
 from tests.video_fakes import scene
@@ -435,7 +434,7 @@ def test_unsampled_frames_show_the_latest_sampled_label(tiny: Classifier) -> Non
 def test_import_pulls_in_no_ffmpeg_and_no_training_stack() -> None:
     code = textwrap.dedent("""
         import sys
-        import functions.video, functions.annotate
+        import functions.video.pipeline, functions.video.__main__, functions.annotate
         heavy = ("av", "onnxruntime", "tensorflow", "keras", "lightgbm", "sklearn", "scipy")
         print(",".join(m for m in heavy if m in sys.modules))
     """)

@@ -47,13 +47,13 @@ def run(ctx: Ctx) -> dict[str, Any]:
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-package-") as tmp:
         root = Path(tmp)
-        log("b6 package: scripts/build_package.sh (pip --platform manylinux cp312) in a scratch copy")
+        log("package size: scripts/build_package.sh (pip --platform manylinux cp312) in a scratch copy")
         zips = [str(shipped.build_zip(root))]
         template = None
         sls = REPO / "node_modules" / ".bin" / "serverless"
         if shutil.which("npx") and sls.exists():
             (root / "node_modules").symlink_to(REPO / "node_modules")
-            log("b6 package: npx serverless package (offline, dummy credentials; node_modules reused, no npm ci)")
+            log("package size: npx serverless package (offline, dummy credentials; node_modules reused, no npm ci)")
             out = run_cmd(["npx", "--no-install", "serverless", "package", "--stage", "dev"], cwd=root,
                           env=_sls_env(), timeout=300, check=False)
             template = root / ".serverless" / "cloudformation-template-update-stack.json"

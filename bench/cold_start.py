@@ -21,6 +21,7 @@ creation done other ways.  ``-X importtime`` shows where the imports go.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -83,14 +84,14 @@ def _import_profile(py: str, env: dict[str, str]) -> dict[str, Any]:
                            "import functions.classify, boto3, onnxruntime, botocore.client"],
                           cwd=REPO, env=env, text=True, capture_output=True, timeout=120)
     wanted = {"functions.classify", "numpy", "PIL.Image", "onnxruntime", "boto3", "botocore.client",
-              "functions.service", "functions.video", "functions.events", "shared.runtime", "shared.bundle"}
+              "functions.service", "functions.video.pipeline", "functions.events", "shared.runtime", "shared.bundle"}
     out: dict[str, Any] = {}
     for row in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", row)
         if m and m.group(4) in wanted and m.group(4) not in out:
             out[m.group(4)] = round(int(m.group(2)) / 1000, 1)
     code = ("import time, numpy, PIL.Image, shared.imaging, shared.runtime, functions.events; "
-            "t = time.perf_counter(); import functions.video; print((time.perf_counter() - t) * 1000)")
+            "t = time.perf_counter(); import functions.video.pipeline; print((time.perf_counter() - t) * 1000)")
     marginal = []
     for _ in range(5):
         p = subprocess.run([py, "-c", code], cwd=REPO, env=env, text=True, capture_output=True, timeout=60)
@@ -153,7 +154,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
             bundle.promote(store, "models/", manifest.version,
                            bundle.sha256_bytes((bdir / bundle.MANIFEST).read_bytes()), manifest.raw["created_at"])
 
-            def fn_once(variant: str = "baseline", cache: str | None = None) -> dict[str, Any]:
+            def fn_once(variant: str = "baseline", cache: str | None = None, *,
+                        store: ObjectStore = store, bucket: str = bucket) -> dict[str, Any]:
                 key = next(keys)
                 store.put(key, frame, content_type="image/jpeg")
                 cache_dir = cache or tempfile.mkdtemp(dir=tmp, prefix="model-cache-")
@@ -167,11 +169,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
             kenv = repo_env({"KERAS_HOME": str(home)} if home else None)
             weights = weights_for(backbone, home)
 
-            def keras_once() -> dict[str, Any]:
-                return _spawn([main_python(), CHILD, "keras", backbone, weights, str(frame_path),
-                               str(bdir / "head.txt")], kenv)
+            keras_once = functools.partial(_spawn, [main_python(), CHILD, "keras", backbone, weights,
+                                                    str(frame_path), str(bdir / "head.txt")], kenv)
 
-            log(f"b1 cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
+            log(f"cold start, {backbone}: {fn_reps} function and {keras_reps} Keras processes, interleaved")
             fn_runs: list[dict[str, Any]] = []
             keras_runs: list[dict[str, Any]] = []
             for i in range(max(fn_reps, keras_reps)):
@@ -191,8 +192,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
                             variants.setdefault(name, []).append(fn_once(variant=name))
             fn_wall = summary([r["wall_to_result_s"] for r in fn_runs])
             keras_wall = summary([r["wall_to_result_s"] for r in keras_runs])
-            # Ratios pair each Keras run with the function run next to it.
-            ratio = summary([k["wall_to_result_s"] / f["wall_to_result_s"] for k, f in zip(keras_runs, fn_runs)], 2)
+            # Ratios pair each Keras run with the function run next to it (there are fewer Keras runs).
+            ratio = summary([k["wall_to_result_s"] / f["wall_to_result_s"]
+                             for k, f in zip(keras_runs, fn_runs, strict=False)], 2)
             phase_names = sorted({p for r in fn_runs for p in r["phases_s"]})
             breakdown = {
                 "interpreter_start_s": summary([r["interpreter_start_s"] for r in fn_runs]),
@@ -227,7 +229,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 from bench import coldparts
                 from shared.imaging import decode_image
 
-                log(f"b1 cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
+                log(f"cold-path parts, {backbone}: bundle fetch and session creation alternatives, in process")
                 per["fetch_alternatives_ms"] = coldparts.fetch_alternatives(store, manifest.version, 3)
                 per["session_alternatives"] = coldparts.session_alternatives(
                     bdir, decode_image(frame, manifest.input_size), 3)

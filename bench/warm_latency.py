@@ -105,8 +105,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
                          "max_abs_feature_diff": float(np.max(np.abs(f_draft - f_full))),
                          "labels_agree": bool(np.array_equal(base.head_probabilities(f_draft).argmax(1),
                                                              base.head_probabilities(f_full).argmax(1)))}
-        log(f"b2 warm latency, {backbone}: {rounds} rounds x {n_frames} frames"
-            + (f"; {len(FRAME_VARIANTS) - 1} frame variants x {n_variant}, backbone variants, batches" if n_variant else ""))
+        log(f"warm latency, {backbone}: {rounds} rounds x {n_frames} frames"
+            + (f"; {len(FRAME_VARIANTS) - 1} frame variants x {n_variant}, backbone variants, batches"
+               if n_variant else ""))
         per_round: list[dict[str, float]] = []
         frame_variants: dict[str, list[dict[str, float]]] = {}
         bb: dict[str, list[float]] = {}
@@ -146,7 +147,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
             "predict_p50_ms": summary([r["predict_p50"] for r in per_round], 2),
             "head_only_ms": round(_head_ms(base, feats), 3),
             "ort_default_intra_op_threads": "0 (ORT picks the physical core count)",
-            "frame_variants_ms": {v: {"p50": summary([r["p50"] for r in rs], 2), "p99": summary([r["p99"] for r in rs], 2)}
+            "frame_variants_ms": {v: {"p50": summary([r["p50"] for r in rs], 2),
+                                      "p99": summary([r["p99"] for r in rs], 2)}
                                   for v, rs in frame_variants.items()},
             "backbone_batch1_ms": {v: summary(x, 2) for v, x in bb.items()},
             "backbone_per_image_ms_by_batch": {n: summary(x, 2) for n, x in batches.items()},

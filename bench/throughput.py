@@ -1,6 +1,6 @@
 """Benchmarks 3 and 7: throughput through the local stack, and the function process's peak RSS.
 
-``functions.local.LocalStack`` creates the moto server (its own process), the bucket, the
+``devstack.stack.LocalStack`` creates the moto server (its own process), the bucket, the
 queue and the ``incoming/`` -> SQS notification, and publishes the cached bundle.  The
 worker + real handler run in a separate process (``bench/worker_child.py``, runtime-only
 venv), so its peak RSS is the function's.  This process uploads 1,000 frames to
@@ -77,7 +77,8 @@ class Worker:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if line.strip() != "READY":
             self.proc.kill()
-            raise RuntimeError(f"worker child did not start: {line}{self.proc.stderr.read() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"worker child did not start: {line}{err}")
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -155,14 +156,15 @@ def _pass(stack: Any, worker: Worker, prefix: str, data: list[bytes], timeout: f
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
         docs = list(pool.map(lambda k: _get_result(stack, k), keys))
     present = [d for d in docs if d is not None]
-    ok = [d for k, d in zip(keys, docs) if d and d.get("status") == "ok" and d["source"]["key"] == k and d.get("label")]
+    ok = [d for k, d in zip(keys, docs, strict=True)
+          if d and d.get("status") == "ok" and d["source"]["key"] == k and d.get("label")]
     last = max((dt.datetime.fromisoformat(d["processed_at"].replace("Z", "+00:00")).timestamp() for d in present),
                default=float("nan"))
     span = last - t_start
     labels: dict[str, int] = {}
     for d in ok:
         labels[d["label"]] = labels.get(d["label"], 0) + 1
-    batch_sizes = sorted({d.get("batch_size") for d in ok})
+    batch_sizes = sorted({int(d["batch_size"]) for d in ok if d.get("batch_size") is not None})
     per_frame = {k: summary([d["timings_ms"].get(k, 0.0) for d in ok], 1) for k in ("download", "decode", "inference")}
     wall = t_drained - t_start
     cpu = {k: round(cpu1[k] - cpu0[k], 2) for k in cpu0}
@@ -206,7 +208,7 @@ def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> di
                   ("pipelined service (batch 1)", "baseline", "pipelined")]
     n = (50 if heavy else 100) if not ctx.quick else (30 if heavy else 60)
     rounds = 1 if ctx.quick else 2
-    log(f"b3 function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
+    log(f"throughput, function alone (in-memory S3), {backbone}: {len(specs)} variants x {rounds} rounds x {n} frames")
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in range(rounds):
         for name, ort, service in specs:
@@ -215,13 +217,13 @@ def _function_only(ctx: Ctx, backbone: str, bdir: Path, data: list[bytes]) -> di
     base = runs["shipped"]
     return {name: {"fps": summary([x["fps"] for x in rs], 1),
                    "cpu_ms_per_frame": summary([x["cpu_ms_per_frame"] for x in rs], 1),
-                   "speedup_vs_shipped": summary([x["fps"] / b["fps"] for x, b in zip(rs, base)], 2),
+                   "speedup_vs_shipped": summary([x["fps"] / b["fps"] for x, b in zip(rs, base, strict=True)], 2),
                    "results": [x["results"] for x in rs], "frames": rs[0]["frames"]}
             for name, rs in runs.items()}
 
 
 def run(ctx: Ctx) -> dict[str, Any]:
-    from functions.local import LocalStack
+    from devstack.stack import LocalStack
 
     n_main = 300 if ctx.quick else 1000
     figures: list[Figure] = []
@@ -243,9 +245,12 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 LocalStack(bundle_dir=bdir, batch_size=10, visibility_timeout=120,
                            model_cache_dir=Path(tmp) / "unused", env=repo_env()) as stack:
             stack.ensure_model(quiet=True)
-            log(f"b3 throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
-                f"{', '.join(f'{name} ({n})' for name, n in plan)}" + (f"; then 1 x {n_main} in one burst" if ctx.burst else ""))
-            runs, alt, mems = [], [], []
+            log(f"throughput, {backbone}: {len(plan)} runs, paced upload (<= {WINDOW} queued): "
+                f"{', '.join(f'{name} ({n})' for name, n in plan)}"
+                + (f"; then 1 x {n_main} in one burst" if ctx.burst else ""))
+            runs: list[dict[str, Any]] = []
+            alt: list[dict[str, Any]] = []
+            mems: list[dict[str, Any]] = []
             for i, (name, n) in enumerate(plan):
                 worker = Worker(stack, Path(tmp) / f"cache-{i}", ort=ALT_ORT if name != "shipped" else "baseline")
                 _warm(stack, worker, f"w{i}", data)
@@ -281,7 +286,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
         if "burst_run" in per:
             b = per["burst_run"]["fps"]
             figures.append(Figure(3, f"local stack throughput, {n_run} frames in one burst (frames/s)", backbone,
-                                  f">= {TARGET_FPS:g}/s", f"{b:.1f} /s (1 run)", b >= TARGET_FPS, {"median": b, "n": 1}))
+                                  f">= {TARGET_FPS:g}/s", f"{b:.1f} /s (1 run)", b >= TARGET_FPS,
+                                  {"median": b, "n": 1}))
         if figures_alt is not None:
             figures.append(Figure(3, f"  same, {ALT_NAME} ({figures_alt['frames']} frames; alternative)",
                                   backbone, "-", f"{figures_alt['fps']:.1f} /s (1 run)", None,
@@ -290,8 +296,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
         complete = all(r["results_ok"] == r["frames"] for r in checked)
         figures.append(Figure(3, f"results present and ok, of {n_run}", backbone, f"{n_run} of {n_run}",
                               f"{min(r['results_ok'] for r in runs)} of {n_run} (every run: "
-                              f"{', '.join(str(r['results_ok']) + '/' + str(r['frames']) for r in checked)})", complete))
+                              f"{', '.join(str(r['results_ok']) + '/' + str(r['frames']) for r in checked)})",
+                              complete))
         rss = max(m["peak_rss_mb"] for m in mems)
-        figures.append(Figure(7, "function process peak RSS during b3 (MB)", backbone, f"<= {TARGET_RSS_MB:g} MB",
+        figures.append(Figure(7, "function process peak RSS during the throughput run (MB)", backbone,
+                              f"<= {TARGET_RSS_MB:g} MB",
                               f"{rss:.0f} MB", rss <= TARGET_RSS_MB, {"median": rss, "min": rss, "max": rss, "n": 1}))
     return {"figures": figures, "details": details}

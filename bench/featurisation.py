@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def _raw(fn: Any, arrays: list[np.ndarray]) -> tuple[float, np.ndarray]:
 def run(ctx: Ctx) -> dict[str, Any]:
     os.environ.update({k: v for k, v in repo_env().items() if k.startswith("AWS_")})
     from devstack.moto_server import MotoServer
-    from shared.backbones import get_backbone
+    from shared.backbones import BackboneSpec, get_backbone
     from shared.config import DecodeLimits, S3Settings
     from shared.storage import ObjectStore, make_client
     from training.dataset import list_dataset
@@ -81,7 +82,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
         store = ObjectStore(make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=16),
                             "bench-featurise")
         store.client.create_bucket(Bucket=store.bucket)
-        moto_pid = server.process.pid  # type: ignore[union-attr]
+        assert server.process is not None  # started by the with statement
+        moto_pid = server.process.pid
         for backbone in ctx.backbones:
             heavy = backbone != "mobilenet_v2"
             n = (32 if heavy else 128) if ctx.quick else (48 if heavy else 256)
@@ -101,9 +103,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
 
             arrays = [load_frame(store, item, spec.input_size, limits) for item in items]
             fn(np.stack(arrays[:BATCH]))  # trace + warm
-            log(f"b4 featurisation, {backbone}: {len(items)} images ({source}), {reps} x (raw, extract)")
+            log(f"featurisation, {backbone}: {len(items)} images ({source}), {reps} x (raw, extract)")
 
-            def extract_once(workers: int = 8, its: list[Any] = items) -> dict[str, Any]:
+            def extract_once(workers: int = 8, its: list[Any] = items, *, fn: Callable[[np.ndarray], np.ndarray] = fn,
+                             spec: BackboneSpec = spec) -> dict[str, Any]:
                 c0 = _cpu(moto_pid)
                 p0 = time.process_time()
                 first: list[float] = []
@@ -126,7 +129,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 exts.append(extract_once())
             raw_feats = raws[-1][1]
             ext_feats = np.stack([exts[-1]["feats"][i.key] for i in items])
-            ratio = summary([r[0] / e["seconds"] for r, e in zip(raws, exts)], 3)
+            ratio = summary([r[0] / e["seconds"] for r, e in zip(raws, exts, strict=True)], 3)
             per: dict[str, Any] = {
                 "images": len(items), "source": source, "weights": weights,
                 "raw_images_per_s": summary([len(items) / r[0] for r in raws], 1),
@@ -136,7 +139,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 # The pipeline fill: S3 + decode of the first batch, before the first backbone call.  A run
                 # of a few hundred images pays it once; training.fit pays it after building the model.
                 "fill_s": summary([e["fill_s"] for e in exts], 3),
-                "ratio_excluding_fill": summary([r[0] / (e["seconds"] - e["fill_s"]) for r, e in zip(raws, exts)], 3),
+                "ratio_excluding_fill": summary([r[0] / (e["seconds"] - e["fill_s"])
+                                                 for r, e in zip(raws, exts, strict=True)], 3),
                 "moto_cpu_ms_per_image": summary([e["moto_cpu_s"] * 1000 / len(items) for e in exts], 1),
                 "extract_process_cpu_ms_per_image": summary([e["process_cpu_s"] * 1000 / len(items) for e in exts], 1),
                 "max_abs_feature_diff_extract_vs_raw": float(np.max(np.abs(raw_feats - ext_feats))),
@@ -148,7 +152,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
                     r, _ = _raw(fn, arrays)
                     e = extract_once(workers)
                     alt.setdefault(f"workers={workers}", []).append(
-                        {"ratio": round(r / e["seconds"], 3), "extract_images_per_s": round(len(items) / e["seconds"], 1)})
+                        {"ratio": round(r / e["seconds"], 3),
+                         "extract_images_per_s": round(len(items) / e["seconds"], 1)})
                 ph = f"{backbone}/photos/"
                 psource = _seed(store, ph, 64, "photos")
                 pitems = list(list_dataset(store, ph).items)

@@ -1,0 +1,125 @@
+"""Clips (keys ending in .mp4, .avi, .mov or .mkv, any case), one at a time.
+
+HEAD, size check, download to a private temp folder, classify and annotate with
+:func:`functions.video.pipeline.process_video`, then ``results/<key>.annotated.mp4`` and,
+last, ``results/<key>.json``.  :mod:`functions.video` (and PyAV, inside ``process_video``)
+is imported when the first clip arrives, so an event of frames never loads either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from functions.events import ObjectRef
+from functions.jobs import Job, JobRunner, explain_denied, ms_since
+from functions.results import Outcome, Status, annotated_key_for
+from shared.errors import ObjectNotFoundError
+from shared.runtime import Classifier
+from shared.storage import ObjectStore
+
+# What a clip's result takes from process_video's answer (its model entry is merged into the
+# envelope's, its timings_ms into the function's; its schema_version and kind are the envelope's own).
+VIDEO_RESULT_PARTS = ("video", "sampling", "summary", "partial", "annotated", "throughput", "frames")
+# process_video's phases that go into the result's timings_ms, next to download, process and upload.
+VIDEO_PHASES = ("decode", "inference", "encode")
+
+
+@dataclasses.dataclass
+class ClipJob(Job):
+    what: ClassVar[str] = "clip"
+
+    annotated_key: str = ""  # where the annotated mp4 goes
+    video: dict[str, Any] | None = None  # what process_video found
+
+
+class ClipService(JobRunner[ClipJob]):
+    """Classifies and annotates one clip per call."""
+
+    def run(self, ref: ObjectRef) -> Outcome:
+        job = self.new_job(ref)
+        if isinstance(job, Outcome):
+            return job
+        self.guarded(self.process)(job)
+        self.guarded(self.write)(job)
+        return job.settle()
+
+    def make_job(self, ref: ObjectRef, result_key: str, store: ObjectStore, started: float) -> ClipJob:
+        annotated_key = annotated_key_for(self.settings, ref.key)
+        assert annotated_key is not None  # result_key_for accepted the key, so this does too
+        return ClipJob(ref, result_key, store, started, ref.etag, ref.size, annotated_key=annotated_key)
+
+    # -- stages -------------------------------------------------------------------------
+
+    def process(self, job: ClipJob) -> None:
+        """Skip a repeated delivery; otherwise check the size, then classify in a private folder."""
+        if self.skip_if_done(job) or not self._model_ready(job):
+            return
+        with explain_denied(job):
+            info = job.store.head(job.ref.key)
+        if info is None:
+            raise ObjectNotFoundError(f"s3://{job.ref.bucket}/{job.ref.key} does not exist (it may have been "
+                                      "deleted before it was read).", bucket=job.ref.bucket, key=job.ref.key)
+        job.etag, job.size = info.etag, info.size
+        from functions.video.reading import check_video_size, video_workspace
+
+        check_video_size(info.size, self.settings.video, job.ref.key)  # before a byte is downloaded
+        with video_workspace() as (clip, annotated):
+            self._classify(job, clip, annotated)
+
+    def _classify(self, job: ClipJob, clip: Path, annotated: Path) -> None:
+        """Download, classify and annotate, upload the annotated mp4 (the JSON comes after, in write)."""
+        limits = self.settings.video
+        started = time.perf_counter()
+        with explain_denied(job):
+            data = job.store.download(job.ref.key, clip, max_bytes=limits.max_bytes)
+        job.timings["download"] = ms_since(started)
+        job.etag, job.size = data.etag, data.size
+        started = time.perf_counter()
+        job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key)
+        job.timings["process"] = ms_since(started)
+        started = time.perf_counter()
+        job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self.metadata(job))
+        job.timings["upload"] = ms_since(started)
+
+    def _model_ready(self, job: ClipJob) -> bool:
+        """Wait for the model, which may still be loading; if that failed, the clip is retried.
+
+        Whatever the loading error (a damaged bundle, a storage fault), it is not the clip's
+        fault, so it must never end up in the clip's result (frames get the same in infer).
+        """
+        try:
+            self.classifier.wait()
+        except Exception as exc:  # noqa: BLE001 - any loading failure: retry the record later
+            job.finish(Status.FAILED, error=exc)
+            return False
+        return True
+
+    # -- the result document ------------------------------------------------------------
+
+    def build_result(self, job: ClipJob) -> dict[str, Any]:
+        """The envelope, plus what process_video found (None throughout for an error result).
+
+        ``timings_ms`` holds the function's stages (download, process, upload) and
+        process_video's own phases within ``process`` (decode, inference, encode).
+        """
+        envelope, video = self.envelope(job), job.video or {}
+        if video:  # add the classes and threshold the summary was made with, and the phases
+            envelope["model"] = {**video["model"], **envelope["model"]}
+            phases = video.get("timings_ms") or {}
+            envelope["timings_ms"] = {**{k: phases[k] for k in VIDEO_PHASES if k in phases}, **job.timings}
+        return {
+            **envelope,
+            "kind": "video",
+            "annotated_key": job.annotated_key if video and job.error is None else None,
+            **{part: video.get(part) for part in VIDEO_RESULT_PARTS},
+        }
+
+
+def process_video(clip: Path, classifier: Classifier, **kwargs: Any) -> dict[str, Any]:
+    """:func:`functions.video.pipeline.process_video`, imported when the first clip arrives."""
+    from functions.video import pipeline
+
+    return pipeline.process_video(clip, classifier, **kwargs)
