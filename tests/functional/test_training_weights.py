@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
+from devstack.samples import jpeg_bytes
+from functions.classify import make_handler
+from shared import bundle
 from shared.backbones import get_backbone
+from shared.config import FunctionSettings, S3Settings
 from shared.errors import WeightsNotFoundError
+from shared.storage import ObjectStore
+from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
+from tests.result_schema import assert_valid_result
 from training.keras_backbone import resolve_weights
 from training.weights_download import DownloadFailed, download
 
@@ -73,3 +83,27 @@ def test_no_network_stops_with_the_one_line_message(tmp_path: Path) -> None:
 
 def _no_download(spec: object, home: Path) -> tuple[Path, bool]:
     raise AssertionError("the cache had the file; nothing should be downloaded")
+
+
+@pytest.mark.parametrize("source", ["random", "imagenet"])
+def test_a_random_weights_bundle_marks_every_result(source: str, store: ObjectStore, s3_client: Any,
+                                                    s3_settings: S3Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    build_tiny_bundle(folder)
+    raw = json.loads((folder / bundle.MANIFEST).read_text())
+    raw["backbone"]["weights"] = {"source": source, "file": None, "include_top": False, "identity": "x", "note": None}
+    (folder / bundle.MANIFEST).unlink()
+    bundle.write_manifest(folder, {k: v for k, v in raw.items() if k not in ("schema_version", "files")})
+    publish_bundle(store, folder)
+    store.put("incoming/cam/1.jpg", jpeg_bytes(Image.new("RGB", (64, 48), (200, 40, 40))))
+    settings = FunctionSettings(model_cache_dir=str(tmp_path / "cache"), s3=s3_settings)
+    make_handler(settings, stores=lambda b: ObjectStore(s3_client, b))(s3_event(store.bucket, ["incoming/cam/1.jpg"]),
+                                                                       None)
+    result = store.get_json("results/cam/1.jpg.json")
+    assert_valid_result(result)
+    assert result["status"] == "ok"
+    if source == "random":
+        assert result["model"]["weights"] == "random"
+        assert "random" in result["warning"] and "KERAS_HOME" in result["warning"]
+    else:
+        assert "warning" not in result and "weights" not in result["model"]
