@@ -90,3 +90,32 @@ def test_html_escapes_keys(tmp_path: Path) -> None:
     page = html(ev, {})
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert json.loads(json.dumps(ev))  # plain data in, plain page out
+
+
+@pytest.mark.kit
+@pytest.mark.slow
+def test_vehicles_check_carries_over(kit: Path, imagenet_keras_home: Path, moto_server: Any, store: ObjectStore,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13's goal: trained with the defaults on vehicles-dev alone, vehicles-check through the serving path."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    for name, prefix in (("vehicles-dev", "train/"), ("vehicles-check", "check/")):
+        for path in sorted((kit / "data" / name).glob("*/*")):
+            if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
+                store.put(f"{prefix}{path.parent.name}/{path.name}", path.read_bytes())
+    env = dict(os.environ, KERAS_HOME=str(imagenet_keras_home))
+    proc = subprocess.run([sys.executable, "-m", "training.fit", "--bucket", store.bucket, "--endpoint-url",
+                           moto_server.endpoint_url, "--positive", "car", "--no-progress"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    code = evaluate.main(["--bucket", store.bucket, "--endpoint-url", moto_server.endpoint_url, "--prefix", "check/",
+                          "--name", "check"], env=env)
+    assert code == 0, capsys.readouterr().err
+    version = store.get_json("models/latest.json")["version"]
+    ev = store.get_json(f"models/{version}/evaluation/check/evaluation.json")
+    print(f"vehicles-check: accuracy {ev['metrics']['accuracy']:.3f}, AUC {ev['metrics']['roc_auc']:.4f}")
+    assert ev["dataset"]["n_scored"] >= 170
+    assert ev["metrics"]["accuracy"] >= 0.95 and ev["metrics"]["roc_auc"] >= 0.99
