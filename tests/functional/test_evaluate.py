@@ -17,6 +17,7 @@ from shared.storage import ObjectStore
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
 from training import evaluate
 
+pytestmark = pytest.mark.training  # scikit-learn and matplotlib: not in the function's runtime
 PREFIX = "incoming/eval/"
 
 

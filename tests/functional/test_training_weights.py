@@ -44,6 +44,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.mark.slow
+@pytest.mark.training  # Keras does the download
 def test_missing_weights_are_downloaded_into_the_keras_cache(server: tuple[str, Path], tmp_path: Path) -> None:
     base_url, root = server
     payload = b"HDF5 stand-in: the download path does not open the file" * 100
@@ -60,6 +61,7 @@ def test_missing_weights_are_downloaded_into_the_keras_cache(server: tuple[str, 
 
 
 @pytest.mark.slow
+@pytest.mark.training  # Keras does the download
 def test_a_file_failing_the_published_hash_is_refused(server: tuple[str, Path], tmp_path: Path) -> None:
     base_url, root = server
     resnet = get_backbone("resnet50")  # Keras publishes a hash for the ResNet50 weights

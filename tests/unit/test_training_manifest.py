@@ -20,6 +20,8 @@ from training.features import ExtractionStats
 from training.head import cross_validate
 from training.keras_backbone import resolve_weights
 
+pytestmark = pytest.mark.training  # scikit-learn and LightGBM: not in the function's runtime
+
 
 def _training_manifest(tmp_path: Path) -> tuple[Path, bundle.Manifest]:
     """What fit writes, from its own functions, on a small synthetic dataset (no TensorFlow)."""
