@@ -120,3 +120,19 @@ def test_vehicles_check_carries_over(kit: Path, imagenet_keras_home: Path, moto_
     print(f"vehicles-check: accuracy {ev['metrics']['accuracy']:.3f}, AUC {ev['metrics']['roc_auc']:.4f}")
     assert ev["dataset"]["n_scored"] >= 170
     assert ev["metrics"]["accuracy"] >= 0.95 and ev["metrics"]["roc_auc"] >= 0.99
+
+
+def test_a_local_bundle_is_evaluated_beside_itself(store: ObjectStore, moto_server: Any, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    build_tiny_bundle(tmp_path / "b")
+    for key, data in _frames()[:6]:
+        store.put(key, data)
+    argv = ["--bucket", store.bucket, "--endpoint-url", moto_server.endpoint_url, "--prefix", PREFIX,
+            "--bundle", str(tmp_path / "b")]
+    assert evaluate.main([*argv, "--name", "local"], env=dict(os.environ)) == 0
+    ev = json.loads((tmp_path / "b" / "evaluation" / "local" / "evaluation.json").read_text())
+    assert ev["model"]["version"] == "tiny-v1" and ev["dataset"]["n_scored"] == 6
+    assert not list(store.list("models/"))  # nothing written to the bucket's models
+    capsys.readouterr()
+    assert evaluate.main([*argv, "--name", "../escape"], env=dict(os.environ)) == 2
+    assert capsys.readouterr().err.startswith("training.evaluate: error: --name")
