@@ -312,6 +312,17 @@ def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys: p
     names = {o.key.split("/")[3] for o in store.list(f"models/{version}/evaluation/")}
     assert names == {"gate-new", "gate-previous"}
     assert "Promotion gate: REFUSED" in store.get(f"models/{version}/report.md").body.decode()
+    assert before["based_on"]["gate"] is None  # the first model was promoted on cross-validation alone
+    # --force promotes it all the same, and latest.json says so (features and backbone now come from the caches).
+    code, _, err = run_fit(store, endpoint, "--prefix", "swapped/", "--positive", "car", "--test-prefix", "train/",
+                           "--force", capsys=capsys)
+    assert code == 0, err
+    latest = store.get_json("models/latest.json")
+    assert latest["version"] != before["version"]
+    assert latest["based_on"]["forced"] is True and latest["based_on"]["promote"] is True
+    assert latest["based_on"]["reason"].startswith("forced") and latest["based_on"]["previous"]["version"] == \
+        before["version"]
+    store.put("models/latest.json", bundle.dump_json(before))  # leave the module's bucket as the other tests expect
 
 
 def test_gate_decision_rule() -> None:
