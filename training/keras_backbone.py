@@ -82,7 +82,7 @@ def _imagenet_choice(spec: BackboneSpec, home: Path, downloader: Downloader) -> 
     if notop.is_file():
         return WeightsChoice("imagenet", notop, False, sha256_file(notop))
     # Progress on stdout: stderr holds nothing but the one-line error if this fails.
-    print(f"training.fit: note: downloading the {spec.keras_application} ImageNet weights into {models} ...",
+    print(f"weights: downloading the {spec.keras_application} ImageNet weights into {models} (Keras' downloader)",
           flush=True)
     try:
         path, hash_checked = downloader(spec, home)
@@ -91,7 +91,7 @@ def _imagenet_choice(spec: BackboneSpec, home: Path, downloader: Downloader) -> 
             f"The {spec.keras_application} ImageNet weights are not in the Keras cache: {notop} is missing "
             f"(cache folder {models}, set by KERAS_HOME) and they cannot be downloaded here ({exc}). Put the "
             f"file there, or pass --weights {WEIGHTS_CHOICES}.", path=str(notop), cache=str(models)) from None
-    print(f"training.fit: note: downloaded {path.name}" + ("" if hash_checked else
+    print(f"weights: downloaded {path.name}" + ("" if hash_checked else
           " (Keras publishes no hash for it; its sha256 identifies it in the manifest)") + ".", flush=True)
     return WeightsChoice("imagenet", path, _looks_like_top(path), sha256_file(path))
 
