@@ -39,12 +39,14 @@ def seed_bucket(store: ObjectStore, prefix: str, images: Path | None, per_label:
 
 
 def choose_weights(backbone: str, env: dict[str, str]) -> str:
+    """ImageNet weights when the Keras cache has them or Keras can download them, else random (a smoke run)."""
     try:
         resolve_weights(get_backbone(backbone), "imagenet", home=keras_home(env), seed=0)
         return "imagenet"
     except WeightsNotFoundError as exc:
-        print(f"demo: ImageNet weights not found ({exc.context.get('path')}); going on with random weights, "
-              "so the figures below are a smoke run only.")
+        print(f"demo: no ImageNet weights, so a smoke run on random weights (labels mean nothing); for real ones "
+              f"give this machine network access (Keras downloads them) or set KERAS_HOME to a Keras cache "
+              f"holding models/{Path(str(exc.context.get('path'))).name}.")
         return "random"
 
 

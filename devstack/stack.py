@@ -214,6 +214,10 @@ class LocalStack:
             manifest = bundle.verify_dir(self.bundle_dir)
         except BundleError:
             return False
+        if should_retrain(manifest, lambda: self._weights() == "imagenet"):
+            print(f"local: the bundle in {self.bundle_dir} is a smoke run on random weights and ImageNet weights "
+                  "are now available: training a real one")
+            return False
         data = (self.bundle_dir / bundle.MANIFEST).read_bytes()
         bundle.upload_bundle(self.store, self.bundle_dir, self.settings.model_prefix, manifest.version)
         bundle.promote(self.store, self.settings.model_prefix, manifest.version, bundle.sha256_bytes(data),
@@ -277,3 +281,8 @@ class LocalStack:
                         on_result(key, found[key])
             time.sleep(0.2)
         return found
+
+
+def should_retrain(manifest: bundle.Manifest, real_weights_available: Callable[[], bool]) -> bool:
+    """A cached smoke bundle (random weights) is not reused once real weights can be had."""
+    return manifest.weights_source == "random" and real_weights_available()

@@ -177,17 +177,26 @@ class JobRunner(Generic[J]):
         size = job.size
         if size is None and job.error is not None:
             size = job.error.context.get("size")  # ImageTooLargeError knows it from the GET
-        return {
+        model: dict[str, Any] = {"version": manifest.version, "backbone": manifest.backbone_name,
+                                 "input_size": list(manifest.input_size)}
+        envelope: dict[str, Any] = {
             "schema_version": RESULT_SCHEMA_VERSION,
             "status": Status.ERROR.value if job.error is not None else Status.OK.value,
             "source": {"bucket": job.ref.bucket, "key": job.ref.key, "etag": job.etag, "size": size,
                        "version_id": job.ref.version_id},
-            "model": {"version": manifest.version, "backbone": manifest.backbone_name,
-                      "input_size": list(manifest.input_size)},
+            "model": model,
             "timings_ms": dict(job.timings),
             "processed_at": iso_utc(self.clock()),
             "error": None if job.error is None else {"type": job.error.kind, "message": job.error.message},
         }
+        if manifest.weights_source == "random":  # a smoke model must never pass for a real one
+            model["weights"] = "random"
+            envelope["warning"] = RANDOM_WEIGHTS_WARNING
+        return envelope
+
+
+RANDOM_WEIGHTS_WARNING = ("This model was trained on random backbone weights (a smoke run): its labels mean nothing. "
+                          "Retrain with ImageNet weights (network access, or a Keras cache via KERAS_HOME).")
 
 
 @contextlib.contextmanager

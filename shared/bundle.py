@@ -17,7 +17,8 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+import typing
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from shared.errors import (
     BundleNotFoundError,
     ObjectNotFoundError,
 )
+from shared.manifest import ManifestDoc, problems
 from shared.storage import ObjectStore
 
 SCHEMA_VERSION = 1
@@ -77,9 +79,19 @@ def _finite(obj: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
-    """Typed view of ``manifest.json``; ``raw`` keeps every field."""
+    """Typed view of ``manifest.json`` (schema: ``shared.manifest.ManifestDoc``); ``raw`` keeps every field."""
 
     raw: dict[str, Any]
+
+    @property
+    def doc(self) -> ManifestDoc:
+        return typing.cast(ManifestDoc, self.raw)
+
+    @property
+    def weights_source(self) -> str | None:
+        """"imagenet", "file" or "random" (a smoke model); None when the manifest does not say."""
+        source = self.raw["backbone"].get("weights", {}).get("source")
+        return None if source is None else str(source)
 
     @property
     def version(self) -> str:
@@ -116,8 +128,12 @@ class Manifest:
         return dict(self.raw["files"])
 
 
-def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> tuple[Manifest, str]:
-    """Checksum every file in ``bundle_dir``, write ``manifest.json``, return it and its sha256."""
+def write_manifest(bundle_dir: Path, manifest: Mapping[str, Any], *, complete: bool = False) -> tuple[Manifest, str]:
+    """Checksum every file in ``bundle_dir``, write ``manifest.json``, return it and its sha256.
+
+    The document must match ``shared.manifest.ManifestDoc``; ``complete`` (training's
+    own bundles) asks for every field of it, so a field the writer forgot fails here.
+    """
     files = {}
     for path in sorted(p for p in bundle_dir.iterdir() if p.is_file() and p.name != MANIFEST):
         files[path.name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
@@ -125,9 +141,13 @@ def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> tuple[Manifest
     if missing:
         raise BundleIntegrityError(f"The bundle in {bundle_dir} lacks {', '.join(missing)}.", path=str(bundle_dir))
     raw = {**manifest, "schema_version": SCHEMA_VERSION, "files": files}
+    found = problems(json.loads(dump_json(raw)), complete=complete)
+    if found:
+        raise BundleIncompatibleError(f"The manifest for {bundle_dir} does not match the schema: {'; '.join(found)}.",
+                                      path=str(bundle_dir))
     data = dump_json(raw)
     (bundle_dir / MANIFEST).write_bytes(data)
-    return Manifest(raw), sha256_bytes(data)
+    return Manifest(json.loads(data)), sha256_bytes(data)  # what a reader will see: plain JSON values
 
 
 def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
@@ -143,6 +163,11 @@ def check_manifest(raw: dict[str, Any], *, where: str) -> Manifest:
     for name in REQUIRED_FILES:
         if name not in raw["files"]:
             raise BundleIncompatibleError(f"The manifest at {where} lists no {name}.", path=where)
+    found = problems(raw, where="manifest")
+    if found:
+        raise BundleIncompatibleError(f"The manifest at {where} does not match the bundle schema "
+                                      f"({'; '.join(found[:3])}); it was not written by a matching training.fit.",
+                                      path=where)
     for name in raw["files"]:
         # Names are joined onto local folders: only plain file names, never a path.
         if name in ("", ".", "..") or "/" in name or "\\" in name:
@@ -208,10 +233,14 @@ def upload_bundle(store: ObjectStore, bundle_dir: Path, model_prefix: str, versi
     return prefix
 
 
-def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str, created_at: str) -> str:
+def promote(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str, created_at: str,
+            based_on: Mapping[str, Any] | None = None) -> str:
+    """Point ``latest.json`` at ``version``; ``based_on`` records what the promotion was decided on."""
     key = f"{model_prefix}{LATEST}"
-    store.put(key, dump_json({"version": version, "manifest_sha256": manifest_sha256, "created_at": created_at}),
-              content_type="application/json")
+    doc: dict[str, Any] = {"version": version, "manifest_sha256": manifest_sha256, "created_at": created_at}
+    if based_on is not None:
+        doc["based_on"] = dict(based_on)
+    store.put(key, dump_json(doc), content_type="application/json")
     return key
 
 

@@ -217,6 +217,12 @@ class ParityError(TrainingError):
     pass
 
 
+class PromotionRefusedError(TrainingError):
+    """The promotion gate found the new model worse than the promoted one (training.gate)."""
+
+    exit_code = 5
+
+
 # -- model bundles ------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from shared.bundle import IMAGENET_CLASSES, Manifest, verify_dir
+from shared.decision import decide as decide  # the one labelling rule, re-exported for callers
 from shared.tensors import FEATURES, HEAD_INPUT, HEAD_PROBABILITIES, IMAGENET_PROBS
 
 
@@ -55,14 +56,6 @@ def session_options(threads: int | None = None) -> Any:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
     opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
-
-
-def decide(probs: np.ndarray, classes: list[str], positive: str | None, threshold: float | None) -> int:
-    """Index of the predicted class: thresholded for a binary head, argmax otherwise."""
-    if positive is not None and threshold is not None and len(classes) == 2:
-        pos = classes.index(positive)
-        return pos if probs[pos] >= threshold else 1 - pos
-    return int(np.argmax(probs))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,9 +21,17 @@ from shared.storage import ObjectStore
 from training.dataset import Item
 
 
-def namespace(backbone: str, weights_identity: str, input_size: tuple[int, int]) -> str:
-    ident = {"backbone": backbone, "weights": weights_identity, "decoder": DECODER_VERSION,
-             "input_size": list(input_size)}
+def head_input_version() -> int:
+    from training.head_input import VERSION
+
+    return VERSION
+
+
+def namespace(backbone: str, weights_identity: str, input_size: tuple[int, int], head_input: str = "pooled") -> str:
+    ident: dict[str, object] = {"backbone": backbone, "weights": weights_identity, "decoder": DECODER_VERSION,
+                                "input_size": list(input_size)}
+    if head_input != "pooled":  # pooled keeps the namespace it always had, so old caches stay valid
+        ident["head_input"] = f"{head_input}-v{head_input_version()}"
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from shared.backbones import backbone_names
 from shared.config import DecodeLimits, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from training import head_input as head_inputs
 
 DESCRIPTION = """\
 Train a frame classifier on labelled images in S3 and save a versioned model bundle.
@@ -45,6 +46,11 @@ class FitConfig:
     head_overrides: dict[str, Any]
     progress: bool
     parity_images: int
+    head_input: str = "auto"
+    test_prefix: str | None = None
+    gate_margin: float = 0.01
+    force: bool = False
+    onnx_cache_prefix: str | None = "cache/onnx/"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--workers", type=int, default=8, help="concurrent S3 downloads and decodes (default 8)")
     fe.add_argument("--cache-prefix", default="cache/features/",
                     help="where the feature cache lives in the bucket (default cache/features/)")
-    fe.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    fe.add_argument("--onnx-cache-prefix", default="cache/onnx/",
+                    help="where exported ONNX backbones are kept for re-runs (default cache/onnx/)")
+    fe.add_argument("--no-cache", action="store_true",
+                    help="neither read nor write the feature cache or the ONNX backbone cache")
     fe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     hd = p.add_argument_group("head")
     hd.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
@@ -80,13 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--min-auc", type=float, default=0.6,
                     help="fail (and do not promote) below this mean CV ROC AUC or at the majority-class "
                     "accuracy (default 0.6; 0 turns the check off, for smoke runs only)")
-    hd.add_argument("--n-estimators", type=int, help="LightGBM boosting rounds (default 300)")
-    hd.add_argument("--learning-rate", type=float, help="LightGBM learning rate (default 0.05)")
+    hd.add_argument("--head-input", choices=head_inputs.KINDS, default="auto",
+                    help="what the head reads: imagenet_groups (the logged ImageNet class probabilities and vehicle "
+                    "groups; carries over to new cameras), pooled (the backbone's pooled features), or auto "
+                    "(default: imagenet_groups when the weights have their ImageNet top, else pooled)")
+    hd.add_argument("--n-estimators", type=int, help="LightGBM boosting rounds (default 800)")
+    hd.add_argument("--learning-rate", type=float, help="LightGBM learning rate (default 0.025)")
     hd.add_argument("--num-leaves", type=int, help="LightGBM leaves per tree (default scales with the data)")
     out = p.add_argument_group("bundle")
     out.add_argument("--model-prefix", default="models/", help="where bundles go in the bucket (default models/)")
     out.add_argument("--out", type=Path, help="also write the bundle to this local folder")
     out.add_argument("--no-promote", action="store_true", help="do not point models/latest.json at the new bundle")
+    out.add_argument("--test-prefix", metavar="P", help="labelled frames (P<label>/...) to score the new bundle and "
+                     "the promoted one on before promotion; promote only if the new one is not worse")
+    out.add_argument("--gate-margin", type=float, default=0.01, help="how much lower accuracy or ROC AUC on "
+                     "--test-prefix than the promoted model's still promotes (default 0.01)")
+    out.add_argument("--force", action="store_true", help="promote even if the gate finds the new model worse "
+                     "(recorded in models/latest.json)")
     out.add_argument("--parity-images", type=int, default=32,
                      help="training images used for the Keras/ONNX parity check (default 32)")
     return p
@@ -111,7 +130,9 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         model_prefix=normalise_prefix(args.model_prefix), out=args.out, promote=not args.no_promote,
         group_by=args.group_by, min_auc=args.min_auc, max_unreadable=args.max_unreadable,
         limits=DecodeLimits(args.max_image_bytes, args.max_image_pixels), head_overrides=overrides,
-        progress=not args.no_progress, parity_images=args.parity_images)
+        progress=not args.no_progress, parity_images=args.parity_images, head_input=args.head_input,
+        test_prefix=normalise_prefix(args.test_prefix) if args.test_prefix else None, gate_margin=args.gate_margin,
+        force=args.force, onnx_cache_prefix=None if args.no_cache else normalise_prefix(args.onnx_cache_prefix))
 
 
 def _check_positive_numbers(args: argparse.Namespace) -> None:
@@ -120,5 +141,7 @@ def _check_positive_numbers(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2 for cross-validation.")
+    if not 0 <= args.gate_margin < 1:
+        raise ConfigError("--gate-margin is a share between 0 and 1, e.g. 0.01.")
     if not 0 <= args.max_unreadable < 1:
         raise ConfigError("--max-unreadable is a share between 0 and 1, e.g. 0.05.")

@@ -18,6 +18,7 @@ import numpy as np
 from shared.backbones import BackboneSpec
 from shared.bundle import sha256_file
 from shared.errors import ConfigError, WeightsNotFoundError
+from training import head_input as head_inputs
 
 WEIGHTS_CHOICES = "imagenet (the Keras cache), PATH to a local .h5 file, or random (smoke runs only)"
 
@@ -40,12 +41,20 @@ def keras_home(env: Mapping[str, str]) -> Path:
     return Path(env.get("KERAS_HOME") or Path.home() / ".keras")
 
 
-def resolve_weights(spec: BackboneSpec, weights: str, *, home: Path, seed: int) -> WeightsChoice:
-    """Decide which weights to load, before any TensorFlow import, and fail early if absent."""
+Downloader = Callable[[BackboneSpec, Path], tuple[Path, bool]]
+
+
+def resolve_weights(spec: BackboneSpec, weights: str, *, home: Path, seed: int,
+                    downloader: Downloader | None = None) -> WeightsChoice:
+    """Decide which weights to load, before any TensorFlow import, and fail early if absent.
+
+    ImageNet weights missing from the Keras cache are downloaded into it with Keras' own
+    downloader (``training.weights_download``; ``downloader`` replaces it in tests).
+    """
     if weights == "random":
         return WeightsChoice("random", None, False, f"random-seed-{seed}")
     if weights == "imagenet":
-        return _imagenet_choice(spec, home)
+        return _imagenet_choice(spec, home, downloader or _download)
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ConfigError(f"--weights {weights!r} is not a file; pass {WEIGHTS_CHOICES}.", weights=weights)
@@ -59,21 +68,40 @@ def _looks_like_top(path: Path) -> bool:
     return not ("no_top" in name or "notop" in name)
 
 
-def _imagenet_choice(spec: BackboneSpec, home: Path) -> WeightsChoice:
+def _download(spec: BackboneSpec, home: Path) -> tuple[Path, bool]:
+    from training.weights_download import download
+
+    return download(spec, home)
+
+
+def _imagenet_choice(spec: BackboneSpec, home: Path, downloader: Downloader) -> WeightsChoice:
     models = home / "models"
     top, notop = models / spec.weights_file_top, models / spec.weights_file_notop
     if top.is_file():
         return WeightsChoice("imagenet", top, True, sha256_file(top))
     if notop.is_file():
         return WeightsChoice("imagenet", notop, False, sha256_file(notop))
-    raise WeightsNotFoundError(
-        f"The {spec.keras_application} ImageNet weights are not in the Keras cache: {notop} is missing "
-        f"(cache folder {models}, set by KERAS_HOME) and they cannot be downloaded here. Put the file there, "
-        f"or pass --weights {WEIGHTS_CHOICES}.", path=str(notop), cache=str(models))
+    # Progress on stdout: stderr holds nothing but the one-line error if this fails.
+    print(f"weights: downloading the {spec.keras_application} ImageNet weights into {models} (Keras' downloader)",
+          flush=True)
+    try:
+        path, hash_checked = downloader(spec, home)
+    except Exception as exc:  # noqa: BLE001 - any failure ends in the one message below
+        raise WeightsNotFoundError(
+            f"The {spec.keras_application} ImageNet weights are not in the Keras cache: {notop} is missing "
+            f"(cache folder {models}, set by KERAS_HOME) and they cannot be downloaded here ({exc}). Put the "
+            f"file there, or pass --weights {WEIGHTS_CHOICES}.", path=str(notop), cache=str(models)) from None
+    print(f"weights: downloaded {path.name}" + ("" if hash_checked else
+          " (Keras publishes no hash for it; its sha256 identifies it in the manifest)") + ".", flush=True)
+    return WeightsChoice("imagenet", path, _looks_like_top(path), sha256_file(path))
 
 
-def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int) -> Any:
-    """A Keras model from uint8 RGB to [features] or [features, imagenet_probs]."""
+def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int, head_input: str = head_inputs.POOLED) -> Any:
+    """A Keras model from uint8 RGB to [features] or [features, imagenet_probs].
+
+    ``features`` is what the head reads: the pooled features, or (``imagenet_groups``)
+    the logged and grouped ImageNet probabilities of ``training.head_input``.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -82,8 +110,13 @@ def build_model(spec: BackboneSpec, choice: WeightsChoice, *, seed: int) -> Any:
     width, height = spec.input_size
     image = keras.Input((height, width, 3), dtype="uint8", name="image")
     outputs = base(_preprocess(keras, image, spec))
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    return keras.Model(image, list(outputs), name=f"{spec.name}_uint8")
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    if head_input == head_inputs.IMAGENET_GROUPS:
+        if len(outputs) < 2:
+            raise ConfigError("--head-input imagenet_groups needs ImageNet weights with their top; use "
+                              "--head-input pooled.")
+        outputs[0] = head_inputs.keras_features(keras, outputs[1])
+    return keras.Model(image, outputs, name=f"{spec.name}_uint8")
 
 
 def feature_function(model: Any, spec: BackboneSpec) -> Callable[[np.ndarray], np.ndarray]:

@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from shared.decision import decide_indices
+
 SCALARS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 
 
-def predict_labels(probs: np.ndarray, positive: int | None, threshold: float | None) -> np.ndarray:
-    if positive is not None and threshold is not None and probs.shape[1] == 2:
-        return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
-    return probs.argmax(axis=1)
+# The labelling rule is the function's own (shared.decision), so the reports score what ops see.
+predict_labels = decide_indices
 
 
 def fold_metrics(y_true: np.ndarray, probs: np.ndarray, *, positive: int | None = None,

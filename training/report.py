@@ -38,6 +38,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"{_fmt(cv['mean'][c])} ± {_fmt(cv['std'][c])}" for c in COLUMNS) + " |")
     lines += ["", _threshold_line(report), "", "Out-of-fold confusion matrix (rows: true, columns: predicted):", "",
               _matrix(report["classes"], cv["oof"]["confusion_matrix"])]
+    if report.get("promotion"):
+        from training.gate import markdown as gate_markdown
+
+        lines += ["", gate_markdown(report["promotion"])]
     if ds["unreadable"]:
         lines += ["", "Unreadable images (skipped):", ""]
         lines += [f"- `{u['key']}`: {u['error']}: {u['message']}" for u in ds["unreadable"]]
@@ -48,8 +52,19 @@ def _threshold_line(report: dict[str, Any]) -> str:
     oof = report["cv"]["oof"]
     if report.get("threshold") is None:
         return f"Decision: argmax over {len(report['classes'])} classes; out-of-fold accuracy {_fmt(oof['accuracy'])}."
-    return (f"Decision threshold for `{report['positive_class']}`: {report['threshold']:.4f} (best out-of-fold F1); "
-            f"at that threshold out-of-fold F1 {_fmt(oof['f1'])}, accuracy {_fmt(oof['accuracy'])}.")
+    choice = report.get("threshold_choice") or {}
+    spread = (f" ± {_fmt(choice['uncertainty'])} (90% of {choice['bootstraps']} bootstrap cuts in "
+              f"[{_fmt(choice['interval'][0])}, {_fmt(choice['interval'][1])}]; single best out-of-fold cut "
+              f"{_fmt(choice['best_f1_cut'])})" if choice else "")
+    lines = [f"Decision threshold for `{report['positive_class']}`: {report['threshold']:.4f}{spread}; "
+             f"at that threshold out-of-fold F1 {_fmt(oof['f1'])}, accuracy {_fmt(oof['accuracy'])}."]
+    curve = report["cv"].get("threshold_curves")
+    if curve:
+        lines += ["", "F1 and accuracy of the out-of-fold scores around it (`threshold.png`):", "",
+                  "| cut | F1 | accuracy |", "|---|---|---|"]
+        near = [i for i, c in enumerate(curve["cut"]) if abs(c - report["threshold"]) <= 0.2 + 1e-9]
+        lines += [f"| {curve['cut'][i]:.2f} | {curve['f1'][i]:.3f} | {curve['accuracy'][i]:.3f} |" for i in near]
+    return "\n".join(lines)
 
 
 def _matrix(classes: list[str], matrix: list[list[int]]) -> str:
@@ -66,6 +81,9 @@ def write(report: dict[str, Any], out_dir: Path, y: np.ndarray, oof_probs: np.nd
     if report.get("positive_class") is not None:
         pos = report["classes"].index(report["positive_class"])
         _plot_roc(y == pos, oof_probs[:, pos], report["cv"]["oof"]["roc_auc"], out_dir / "roc.png")
+        if report["cv"].get("threshold_curves"):
+            plot_threshold(report["cv"]["threshold_curves"], report["threshold"], report.get("threshold_choice"),
+                           out_dir / "threshold.png", title="Out-of-fold F1 and accuracy by threshold")
 
 
 def _json_default(value: Any) -> Any:
@@ -109,6 +127,30 @@ def _plot_roc(y: np.ndarray, scores: np.ndarray, auc: float, path: Path) -> None
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def plot_threshold(curve: dict[str, list[float]], threshold: float | None, choice: dict[str, Any] | None,
+                   path: Path, *, title: str) -> None:
+    """F1 and accuracy against the cut, with the chosen threshold and its bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(curve["cut"], curve["f1"], label="F1")
+    ax.plot(curve["cut"], curve["accuracy"], label="accuracy")
+    if choice:
+        ax.axvspan(choice["interval"][0], choice["interval"][1], color="grey", alpha=0.2, label="90% of bootstrap cuts")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("threshold on the positive-class probability")
+    ax.set_ylim(min(0.5, min(curve["f1"] + curve["accuracy"])), 1.005)
+    ax.set_title(title)
+    ax.legend(loc="lower center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)

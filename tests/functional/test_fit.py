@@ -55,7 +55,8 @@ def trained(moto_server: MotoServer, s3_client: Any, tmp_path_factory: pytest.Te
                     env=dict(os.environ))
     assert code == 0
     latest = store.get_json("models/latest.json")
-    return {"store": store, "out": out, "latest": latest, "endpoint": moto_server.endpoint_url}
+    return {"store": store, "out": out, "latest": latest, "endpoint": moto_server.endpoint_url,
+            "latest_manifest": store.get_json(f"models/{latest['version']}/manifest.json")}
 
 
 def test_bundle_files_checksums_and_manifest(trained: dict[str, Any]) -> None:
@@ -119,6 +120,12 @@ def test_second_run_uses_the_cache_and_grown_dataset_computes_only_new(trained: 
     again = [json.loads(store.get(o.key).body) for o in store.list("models/") if o.key.endswith("report.json")]
     cached = [r for r in again if r["features"]["cache_hits"] > 0]
     assert cached and cached[-1]["features"]["computed"] == 0
+    # The exported backbone came from the ONNX cache: no TensorFlow, parity as measured when it was exported.
+    assert cached[-1]["backbone_from_cache"] is True and cached[-1]["onnx_cache"]
+    rerun = store.get_json(f"models/{cached[-1]['version']}/manifest.json")
+    assert rerun["parity"]["backbone"]["from_cache"] == cached[-1]["onnx_cache"]
+    assert rerun["backbone"]["onnx_cache"] == cached[-1]["onnx_cache"]
+    assert rerun["files"]["backbone.onnx"] == trained["latest_manifest"]["files"]["backbone.onnx"]
     assert cached[-1]["features"]["cache_hits"] == 2 * PER_LABEL
     assert "not promoted" in out and report is not None
     assert store.get_json("models/latest.json") == trained["latest"]  # --no-promote left it alone
@@ -277,3 +284,55 @@ def test_resnet50_random_weights(moto_server: MotoServer, store: ObjectStore, tm
     assert manifest.raw["parity"]["backbone"]["features_ok"]
     sess = ort.InferenceSession(str(tmp_path / "backbone.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_outputs()[0].shape[1] == 2048
+
+
+def test_promotion_gate_refuses_a_worse_model(trained: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """A head trained on swapped labels is scored against the promoted one on train/ and is not promoted."""
+    store, endpoint, before = trained["store"], trained["endpoint"], trained["latest"]
+    for obj in list(store.list("train/")):
+        label, name = obj.key.split("/")[1:3]
+        if label in ("bus", "car"):
+            store.put(f"swapped/{'car' if label == 'bus' else 'bus'}/{name}", store.get(obj.key).body)
+    code, _, err = run_fit(store, endpoint, "--prefix", "swapped/", "--positive", "car", "--test-prefix", "train/",
+                           capsys=capsys)
+    assert code == 5, err
+    assert "not promoted" in err and "--force" in err and "worse than the promoted model" in err
+    assert store.get_json("models/latest.json") == before  # the promoted model stays
+    reports = [store.get_json(o.key) for o in store.list("models/") if o.key.endswith("/report.json")]
+    gated = [r for r in reports if r.get("promotion")]
+    assert len(gated) == 1
+    gate = gated[0]["promotion"]
+    assert gate["promote"] is False and gate["forced"] is False and gate["test_prefix"] == "train/"
+    assert gate["previous"]["version"] == before["version"]
+    assert gate["new"]["accuracy"] < gate["previous"]["accuracy"] - gate["margin"]
+    readable = sum(1 for o in store.list("train/") if o.key.endswith(".jpg")) - 1
+    assert gate["new"]["n"] == gate["previous"]["n"] == readable  # the same frames, the corrupt one counted apart
+    assert gate["new"]["n_unreadable"] == 1
+    version = gated[0]["version"]
+    names = {o.key.split("/")[3] for o in store.list(f"models/{version}/evaluation/")}
+    assert names == {"gate-new", "gate-previous"}
+    assert "Promotion gate: REFUSED" in store.get(f"models/{version}/report.md").body.decode()
+    assert before["based_on"]["gate"] is None  # the first model was promoted on cross-validation alone
+    # --force promotes it all the same, and latest.json says so (features and backbone now come from the caches).
+    code, _, err = run_fit(store, endpoint, "--prefix", "swapped/", "--positive", "car", "--test-prefix", "train/",
+                           "--force", capsys=capsys)
+    assert code == 0, err
+    latest = store.get_json("models/latest.json")
+    assert latest["version"] != before["version"]
+    assert latest["based_on"]["forced"] is True and latest["based_on"]["promote"] is True
+    assert latest["based_on"]["reason"].startswith("forced") and latest["based_on"]["previous"]["version"] == \
+        before["version"]
+    store.put("models/latest.json", bundle.dump_json(before))  # leave the module's bucket as the other tests expect
+
+
+def test_gate_decision_rule() -> None:
+    from training.gate import decide
+
+    good = {"accuracy": 0.95, "roc_auc": 0.99}
+    assert decide(good, None, margin=0.01, forced=False)[0] is True
+    assert decide({"accuracy": 0.945, "roc_auc": 0.99}, good, margin=0.01, forced=False)[0] is True
+    refused, why = decide({"accuracy": 0.93, "roc_auc": 0.995}, good, margin=0.01, forced=False)
+    assert refused is False and "accuracy 0.9300 < 0.9500" in why
+    assert decide({"accuracy": 0.95, "roc_auc": 0.97}, good, margin=0.01, forced=False)[0] is False
+    forced, why = decide({"accuracy": 0.5, "roc_auc": 0.5}, good, margin=0.01, forced=True)
+    assert forced is True and why.startswith("forced")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,80 @@ def test_cv_places_probabilities_by_label_when_a_fold_lacks_a_class() -> None:
     rare_rows = cv.oof_probs[:6]
     assert rare_rows.shape == (6, 3) and np.allclose(cv.oof_probs.sum(axis=1), 1)
     assert np.all(rare_rows[:, 2] == 0)  # its fold's model never saw class 2: probability 0, not misplaced
+
+
+def test_onnx_cache_round_trip_and_damage(tmp_path: Path) -> None:
+    from shared.backbones import get_backbone
+    from training.onnx_cache import OnnxCache, cache_key
+
+    spec = get_backbone("mobilenet_v2")
+    key = cache_key(spec, "weights-a", "pooled")
+    assert key != cache_key(spec, "weights-b", "pooled") != cache_key(spec, "weights-a", "imagenet_groups")
+    store = MemoryStore("b")
+    cache = OnnxCache(store, "cache/onnx/", key)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "backbone.onnx").write_bytes(b"graph")
+    (src / "backbone.onnx.data").write_bytes(b"weights" * 10)
+    assert cache.fetch(dst) is None  # a miss
+    cache.put(src, has_top=True, parity={"features_max_abs_diff": 1e-6, "features_ok": True})
+    meta = cache.fetch(dst)
+    assert meta is not None and meta["has_top"] is True and meta["parity"]["features_ok"] is True
+    assert (dst / "backbone.onnx.data").read_bytes() == b"weights" * 10
+    store.put(f"cache/onnx/{key}/backbone.onnx.data", b"tampered")
+    assert cache.fetch(tmp_path) is None  # damaged: ignored (and replaced by the next export)
+
+
+def test_threshold_rule_finds_the_known_optimum_of_two_equal_gaussians() -> None:
+    """Equal priors, equal spreads around 0.35 and 0.65: the right cut is 0.5."""
+    from training.threshold import choose_threshold
+
+    rng = np.random.default_rng(11)
+    y = np.repeat([0, 1], 300)
+    scores = np.clip(np.where(y == 1, 0.65, 0.35) + rng.normal(0, 0.1, len(y)), 0, 1)
+    choice = choose_threshold(y, scores, seed=1)
+    assert choice.value == pytest.approx(0.5, abs=0.03)
+    assert choice.interval[0] < 0.5 < choice.interval[1] and 0 < choice.uncertainty < 0.1
+    assert choice.bootstraps == 500
+
+
+def test_threshold_rule_centres_a_gap_and_its_uncertainty_shows_a_lucky_score() -> None:
+    """Separable scores with a gap from 0.3 to 0.7: the cut is the gap's centre, and sure of it.
+
+    One positive at 0.32 makes the single best cut 0.31; it is in most resamples, so the
+    median follows it, but the reported uncertainty grows to span the gap's centre: the
+    luck is visible in the manifest and the report.
+    """
+    from training.threshold import choose_threshold
+
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 100)
+    scores = np.where(y == 1, rng.uniform(0.7, 1.0, 200), rng.uniform(0.0, 0.3, 200))
+    base = choose_threshold(y, scores, seed=2)
+    assert base.value == pytest.approx(0.5, abs=0.01) and base.uncertainty < 0.01
+    lucky = scores.copy()
+    lucky[np.argmin(np.where(y == 1, scores, 9))] = 0.32
+    moved = choose_threshold(y, lucky, seed=2)
+    assert moved.best_f1_cut == pytest.approx(0.31, abs=0.01)
+    assert moved.uncertainty > 10 * base.uncertainty and moved.interval[0] < 0.32 and moved.interval[1] >= 0.5
+
+
+def test_threshold_curves_known_values() -> None:
+    from training.threshold import curves
+
+    out = curves(np.array([0, 0, 1, 1]), np.array([0.1, 0.6, 0.4, 0.9]), np.array([0.05, 0.5, 0.95]))
+    assert out["accuracy"] == [0.5, 0.5, 0.5] and out["f1"] == [pytest.approx(0.6667, abs=1e-4), 0.5, 0.0]
+
+
+def test_head_input_features_match_their_numpy_twin() -> None:
+    from training.head_input import GROUPS, N_IMAGENET, describe, numpy_features
+
+    probs = np.full((2, N_IMAGENET), 1e-4, dtype=np.float32)
+    probs[0, 817] = 0.9  # sports_car
+    probs[1, 874] = 0.9  # trolleybus
+    feats = numpy_features(probs)
+    assert feats.shape == (2, describe("imagenet_groups", 1280)["dim"])
+    car, bus = list(GROUPS).index("car"), list(GROUPS).index("bus")
+    shares = feats[:, N_IMAGENET + len(GROUPS) + 1:]
+    assert shares[0, car] > shares[0, bus] and shares[1, bus] > shares[1, car]
