@@ -126,9 +126,8 @@ def read_keys_file(path: Path, bucket: str) -> list[Listed]:
     name = path.name.lower()
     if name.endswith(".parquet"):
         return _dedupe(_parquet_keys(path, bucket))
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
-        text = fh.read()
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if name.endswith(".gz") else raw).decode("utf-8-sig")
     if name.endswith((".csv", ".csv.gz")):
         return _dedupe(_csv_keys(text, bucket))
     return _dedupe(Listed(line.strip(), None, None) for line in text.splitlines()
@@ -150,7 +149,10 @@ def _parquet_keys(path: Path, bucket: str) -> Iterator[Listed]:
     if "key" not in cols:
         raise ConfigError(f"{path} has no 'key' column; give an S3 Inventory Parquet file or a plain key list.")
     data = table.to_pydict()
-    get = lambda name: data[cols[name]] if name in cols else [None] * table.num_rows  # noqa: E731
+
+    def get(name: str) -> list[Any]:
+        return list(data[cols[name]]) if name in cols else [None] * table.num_rows
+
     etag_col = "e_tag" if "e_tag" in cols else "etag"
     for b, key, etag, size in zip(get("bucket"), get("key"), get(etag_col), get("size"), strict=True):
         if key and (b is None or b == bucket):
@@ -164,9 +166,8 @@ def _csv_keys(text: str, bucket: str) -> Iterator[Listed]:
         for row in rows[1:]:
             cells = dict(zip(header, row, strict=False))
             if cells.get("bucket") in (None, "", bucket) and cells.get("key"):
-                etag = cells.get("etag") or cells.get("e_tag")
-                size = cells.get("size")
-                yield Listed(cells["key"], etag.strip('"') if etag else None, int(size) if size else None)
+                tag, length = cells.get("etag") or cells.get("e_tag"), cells.get("size")
+                yield Listed(cells["key"], tag.strip('"') if tag else None, int(length) if length else None)
         return
     for row in rows:  # S3 Inventory: Bucket, Key (URL-encoded), then the optional fields in the manifest's order
         if len(row) < 2 or row[0] != bucket:

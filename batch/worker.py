@@ -60,14 +60,17 @@ class TaskSpec:
 class WorkerState:
     """One per Python worker process: the S3 client, the classifier and a count of bundle loads."""
 
-    def __init__(self) -> None:
+    def __init__(self, stores: StoreFactory | None = None) -> None:
         self.bundle_loads = 0
+        self._stores = stores  # injected by tests; else one boto3 client for the worker
         self._client: Any = None
         self._classifier: Classifier | None = None
         self._key: tuple[str, str, int] | None = None
         self._lock = threading.Lock()
 
     def stores(self, settings: FunctionSettings) -> StoreFactory:
+        if self._stores is not None:
+            return self._stores
         if self._client is None:
             self._client = make_client(settings.s3, max_pool_connections=max(16, 2 * settings.max_workers))
         client = self._client
