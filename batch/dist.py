@@ -94,7 +94,7 @@ def build_env(out: Path) -> tuple[Path, list[str]]:
         target = Path(sysconfig.get_paths(vars={"base": str(env), "platbase": str(env)})["purelib"])
         for dist in dists:
             for file in dist.files or []:
-                source = Path(dist.locate_file(file))
+                source = Path(str(dist.locate_file(file)))
                 if source.is_file() and "__pycache__" not in file.parts and _inside(source, site):
                     dest = target / source.relative_to(site)
                     dest.parent.mkdir(parents=True, exist_ok=True)

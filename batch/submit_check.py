@@ -68,7 +68,8 @@ def submit(endpoint: str, bucket: str, work: Path, driver_python: Path, summary:
            "--archives", f"{DIST / 'env.tar.gz'}#env", "--conf", "spark.pyspark.python=./env/bin/python",
            "--conf", f"spark.pyspark.driver.python={driver_python}",
            "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.bindAddress=127.0.0.1",
-           "--conf", "spark.driver.host=127.0.0.1", "--driver-java-options", f"-Dlog4j2.configurationFile={quiet.as_uri()}",
+           "--conf", "spark.driver.host=127.0.0.1",
+           "--driver-java-options", f"-Dlog4j2.configurationFile={quiet.as_uri()}",
            str(REPO / "batch" / "spark_main.py"), "--bucket", bucket, "--endpoint-url", endpoint,
            "--no-progress", "--frames-per-task", "2", "--summary-out", str(summary),
            "--cache-dir", str(work / "model-cache")]
