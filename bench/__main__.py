@@ -28,10 +28,11 @@ from bench.common import BACKBONES, REPO, RESULTS, log, machine, main_python, ta
 from bench.ctx import Ctx
 
 MODULES = {1: "bench.cold_start", 2: "bench.warm_latency", 3: "bench.throughput", 4: "bench.featurisation",
-           5: "bench.large_frame_decode", 6: "bench.package_size"}
+           5: "bench.large_frame_decode", 6: "bench.package_size", 8: "bench.spark_vs_processes"}
 # Benchmark 7 (memory) is measured inside benchmark 3.
 TITLES = {1: "cold start", 2: "warm per-frame latency", 3: "throughput through the local stack + 7 memory",
-          4: "training featurisation", 5: "large-frame decode", 6: "package size"}
+          4: "training featurisation", 5: "large-frame decode", 6: "package size",
+          8: "batch scoring: Spark local[2] against 2 plain processes"}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import runtime_venv
     from bench.bundles import ensure_bundle
 
-    if any(n in wanted for n in (1, 2, 3, 4)):
+    if any(n in wanted for n in (1, 2, 3, 4, 8)):
         for backbone in ctx.backbones:
             ensure_bundle(backbone)
     if any(n in wanted for n in (1, 3)):
