@@ -26,6 +26,8 @@ from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.storage import ObjectStore
 from tests.fakes import TickingClock, build_tiny_bundle, publish_bundle, s3_event
 
+pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
+
 RED, BLUE = (220, 30, 30), (30, 30, 220)
 # The function's own limits, from the same environment names the function reads.
 ENV_LIMITS = {"MAX_IMAGE_BYTES": "200000", "MAX_IMAGE_PIXELS": "1000000"}
@@ -187,11 +189,11 @@ def test_parquet_rows_one_per_input(scored: dict[str, Any], s3_settings: S3Setti
         (local / name.rsplit("/", 1)[1]).write_bytes(store.get(name).body)
     query = f"SELECT key, status, label, prob_car FROM read_parquet('{local}/*.parquet', hive_partitioning=true) " \
             "ORDER BY key"
-    via_duckdb = duckdb.sql(query).fetchall()
+    via_duckdb = duckdb.execute(query).fetchall()
     via_arrow = rows.sort_values("key")[["key", "status", "label", "prob_car"]]
     assert [tuple(r[:3]) for r in via_duckdb] == [tuple(r) for r in via_arrow[["key", "status", "label"]].values]
-    assert duckdb.sql(f"SELECT DISTINCT model_version FROM read_parquet('{local}/*.parquet', "
-                      "hive_partitioning=true)").fetchall() == [("tiny-v1",)]
+    assert duckdb.execute(f"SELECT DISTINCT model_version FROM read_parquet('{local}/*.parquet', "
+                          "hive_partitioning=true)").fetchall() == [("tiny-v1",)]
 
 
 # -- the summary and the workers ----------------------------------------------------------

@@ -14,6 +14,8 @@ from batch.cli import config_from_args
 from batch.plan import Item, Listed
 from shared.errors import ConfigError
 
+pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
+
 ETAG = "0123456789abcdef0123456789abcdef"
 
 

@@ -22,6 +22,8 @@ from shared.storage import ObjectData
 from tests.fakes import build_tiny_bundle, publish_bundle
 from tests.memory_store import MemoryStore
 
+pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
+
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
 
 
