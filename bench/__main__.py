@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import runtime_venv
     from bench.bundles import ensure_bundle
 
-    if any(n in wanted for n in (1, 2, 3, 4, 8)):
+    if any(n in wanted for n in (1, 2, 3, 4)):
         for backbone in ctx.backbones:
             ensure_bundle(backbone)
     if any(n in wanted for n in (1, 3)):
