@@ -149,6 +149,8 @@ def execute(spark: Any, cfg: BatchConfig, spec: TaskSpec, todo: Sequence[Item], 
 
 
 def progress_line(done: int, total: int, elapsed: float) -> str:
+    if done == 0:  # tasks report when they finish; the first ones are still running
+        return f"batch: 0/{total} frames scored, {elapsed:.0f} s in (tasks report as they finish)"
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "-"
     return f"batch: {done}/{total} frames scored, {rate:.1f} frames/s, ETA {eta}"
@@ -187,7 +189,9 @@ def _publish(store: ObjectStore, cfg: BatchConfig, model: Model, run_id: str, do
         cfg.summary_out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     out(table.format_summary(doc))
     rate = f", {doc['frames_per_s']} frames/s" if doc["frames_per_s"] else ""
-    out(f"batch: {doc['scored']} scored in {doc['scoring_s']} s{rate}; summary at s3://{cfg.bucket}/{key}")
+    reused = doc["total"]["reused"]
+    kept = f" ({reused} kept: an equal result was already there)" if reused else ""
+    out(f"batch: {doc['scored']} scored{kept} in {doc['scoring_s']} s{rate}; summary at s3://{cfg.bucket}/{key}")
 
 
 def main(argv: Sequence[str] | None = None, *, submitted: bool = False) -> int:

@@ -63,10 +63,15 @@ def row_for(outcome: Outcome, camera: str, classes: Sequence[str], *, run_id: st
     error = (result or {}).get("error") or _error_of(outcome.error)
     probabilities = (result or {}).get("probabilities") or {}
     columns = class_columns(classes)
+    label, probability = (result or {}).get("label"), (result or {}).get("probability")
+    summary = (result or {}).get("summary") or {}
+    if (result or {}).get("kind") == "video" and summary:  # a clip: its dominant label and that label's share
+        label = summary.get("dominant_label")
+        probability = (summary.get("label_share") or {}).get(label)
     return {
         "key": outcome.ref.key, "camera": camera, "etag": source.get("etag") or outcome.ref.etag,
         "size": source.get("size") if source.get("size") is not None else outcome.ref.size,
-        "status": status, "label": (result or {}).get("label"), "probability": (result or {}).get("probability"),
+        "status": status, "label": label, "probability": probability,
         **{columns[cls]: probabilities.get(cls) for cls in classes},
         "error_type": error.get("type") if error else None, "error_message": error.get("message") if error else None,
         "reused": reused, "attempts": attempts, "result_key": outcome.result_key, "run_id": run_id,
@@ -195,7 +200,8 @@ def _merge(total: dict[str, Any], stats: Mapping[str, Any]) -> None:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """The summary as a fixed-width table, one line per camera and a total."""
-    head = f"{'camera':<24} {'frames':>7} {'ok':>7} {'error':>6} {'failed':>6} {'this run':>8} {'fr/s':>7}  labels"
+    head = (f"{'camera':<24} {'frames':>7} {'ok':>7} {'error':>6} {'failed':>6} {'this run':>8} {'reused':>6} "
+            f"{'fr/s':>7}  labels")
     lines = [head]
     rows: Iterable[tuple[str, Mapping[str, Any]]] = [*summary["cameras"].items(), ("TOTAL", summary["total"])]
     for camera, s in rows:
@@ -203,5 +209,5 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         errors = ", ".join(f"{k} {v}" for k, v in s["error_types"].items())
         fps = "-" if s["frames_per_s"] is None else f"{s['frames_per_s']:.1f}"
         lines.append(f"{camera[:24]:<24} {s['frames']:>7} {s['ok']:>7} {s['error']:>6} {s['failed']:>6} "
-                     f"{s['scored_this_run']:>8} {fps:>7}  {labels}{'; errors: ' + errors if errors else ''}")
+                     f"{s['scored_this_run']:>8} {s['reused']:>6} {fps:>7}  {labels}{'; errors: ' + errors if errors else ''}")
     return "\n".join(lines)

@@ -114,6 +114,15 @@ def test_row_of_a_reused_result_takes_its_status_and_values() -> None:
         ("failed", "RuntimeError", "etag-listed", None)
 
 
+def test_row_of_a_clip_takes_its_dominant_label() -> None:
+    ref = ObjectRef("bkt", "incoming/c/clip.mp4", "e", 10)
+    result = {"status": "ok", "kind": "video", "label": None, "probabilities": None, "source": {"etag": "e"},
+              "summary": {"dominant_label": "bus", "label_share": {"bus": 0.67, "car": 0.33}}, "error": None}
+    row = table.row_for(Outcome(ref, Status.OK, "results/c/clip.mp4.json", result), "c", ["bus", "car"],
+                        run_id="r", scored_at=NOW, attempts=1, worker="w")
+    assert (row["label"], row["probability"], row["prob_bus"]) == ("bus", 0.67, None)
+
+
 def test_class_columns_are_safe_and_unique() -> None:
     assert table.class_columns(["Bus", "car/van", "car van", "äöü"]) == {
         "Bus": "prob_bus", "car/van": "prob_car_van", "car van": "prob_car_van_2", "äöü": "prob_class"}
@@ -156,4 +165,4 @@ def test_first_line_of_a_task_error_and_the_progress_line() -> None:
             "pyspark.errors.exceptions.captured.PythonException: ValueError: bad thing\n  at org.apache...")
     assert first_line(Exception(text)).endswith("ValueError: bad thing")
     assert progress_line(50, 200, 10.0) == "batch: 50/200 frames scored, 5.0 frames/s, ETA 30 s"
-    assert progress_line(0, 200, 1.0).endswith("ETA -")
+    assert progress_line(0, 200, 12.0) == "batch: 0/200 frames scored, 12 s in (tasks report as they finish)"
