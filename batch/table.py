@@ -207,7 +207,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     for camera, s in rows:
         labels = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
         errors = ", ".join(f"{k} {v}" for k, v in s["error_types"].items())
+        errors = f"; errors: {errors}" if errors else ""
         fps = "-" if s["frames_per_s"] is None else f"{s['frames_per_s']:.1f}"
         lines.append(f"{camera[:24]:<24} {s['frames']:>7} {s['ok']:>7} {s['error']:>6} {s['failed']:>6} "
-                     f"{s['scored_this_run']:>8} {s['reused']:>6} {fps:>7}  {labels}{'; errors: ' + errors if errors else ''}")
+                     f"{s['scored_this_run']:>8} {s['reused']:>6} {fps:>7}  {labels}{errors}")
     return "\n".join(lines)
