@@ -25,6 +25,7 @@ from functions import classify
 from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.storage import ObjectStore
 from tests.fakes import TickingClock, build_tiny_bundle, publish_bundle, s3_event
+from tests.result_schema import assert_valid_result
 
 pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
 
@@ -137,6 +138,7 @@ def test_result_documents_equal_the_functions(scored: dict[str, Any], s3_client:
         relative = key.removeprefix("incoming/")
         ours, theirs = store.get_json(f"results/{relative}.json"), store.get_json(f"function-results/{relative}.json")
         assert without(ours, *VOLATILE) == without(theirs, *VOLATILE), key
+        assert_valid_result(ours)
         head = s3_client.head_object(Bucket=store.bucket, Key=f"results/{relative}.json")
         assert head["Metadata"] == {"source-etag": ours["source"]["etag"], "model-version": "tiny-v1"}
         assert head["ContentType"] == "application/json"
@@ -278,6 +280,29 @@ def test_a_result_written_before_the_table_is_reused_not_recomputed(
 
     assert again["scored"] == 1 and again["total"]["reused"] == 1 and again["total"]["ok"] == 1
     assert store.get_json("results/cam/0.jpg.json") == written  # the same document, not rewritten
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def test_listing_per_camera_prefix_skips_folder_markers_and_takes_the_window(store: ObjectStore) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from batch.plan import list_frames
+
+    keys = ["incoming/top.jpg", "incoming/cam-a/1.jpg", "incoming/cam-a/deep/2.jpg", "incoming/cam-b/3.jpg",
+            "incoming/cam-b/", "other/4.jpg"]
+    for key in keys:
+        store.put(key, b"x")
+    for i in range(3):
+        store.put(f"incoming/cam-c/{i}.jpg", b"y")
+    listed = list_frames(store, "incoming/", threads=4)
+    assert [i.key for i in listed] == sorted([k for k in keys if k.startswith("incoming/") and not k.endswith("/")]
+                                             + [f"incoming/cam-c/{i}.jpg" for i in range(3)])
+    assert all(i.etag and i.size == 1 for i in listed)
+    now = datetime.now(timezone.utc)
+    assert list_frames(store, "incoming/", since=now + timedelta(hours=1)) == []
+    assert len(list_frames(store, "incoming/", since=now - timedelta(hours=1), until=now + timedelta(hours=1))) == 7
 
 
 # -- stopping early, in one line --------------------------------------------------------------
