@@ -99,9 +99,8 @@ def build_session(master: str | None, *, verbose: bool = False, app_name: str = 
 
 
 def jvm_log_path() -> Path:
-    fd, path = tempfile.mkstemp(prefix="cctv-batch-spark-", suffix=".log")
-    os.close(fd)
-    return Path(path)
+    """One file per user, started afresh by each run (so runs do not pile logs up in the temp folder)."""
+    return Path(tempfile.gettempdir()) / f"cctv-batch-spark-{os.getuid()}.log"
 
 
 @contextlib.contextmanager
@@ -115,7 +114,7 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(path, "ab") as log:
+        with open(path, "wb") as log:
             os.dup2(log.fileno(), 2)
         yield
     finally:
