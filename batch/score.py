@@ -28,7 +28,7 @@ from batch.plan import Item
 from batch.session import build_session, check_java, first_line
 from batch.worker import INPUT_SCHEMA, STATS_SCHEMA, TaskSpec, score_partition
 from shared.bundle import Manifest, fetch_manifest, resolve_version, sha256_bytes
-from shared.errors import CCTVError, NoInputError, SparkJobError
+from shared.errors import CCTVError, ConfigError, NoInputError, SparkJobError
 from shared.storage import ObjectStore, make_client
 
 Printer = Callable[[str], None]
@@ -83,6 +83,7 @@ def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted:
         check_java(os.environ)  # before any work, so a machine without Java fails in one line
     store = ObjectStore(make_client(cfg.s3, max_pool_connections=64), cfg.bucket)
     store.check_bucket()
+    cfg = with_region(cfg)
     model = resolve_model(store, cfg)
     items = plan_items(store, cfg, out)
     fs = table.filesystem(cfg.s3)
@@ -107,6 +108,22 @@ def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted:
     doc = _document(cfg, model, run_id, started_at, items, done, todo, stats, scoring_s, newest)
     _publish(store, cfg, model, run_id, doc, out)
     return doc
+
+
+def with_region(cfg: BatchConfig) -> BatchConfig:
+    """On AWS without ``--region``: the bucket's own region, which pyarrow's S3 filesystem needs (boto3 follows
+    redirects, pyarrow does not).  Asked once here, so no task has to."""
+    if cfg.s3.region or cfg.s3.endpoint_url:
+        return cfg
+    from pyarrow import fs
+
+    try:
+        region = fs.resolve_s3_region(cfg.bucket)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Could not find the region of bucket {cfg.bucket!r} ({exc}); pass --region or set "
+                          "AWS_REGION.", bucket=cfg.bucket) from None
+    s3 = dataclasses.replace(cfg.s3, region=region)
+    return dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, s3=s3))
 
 
 def _spec(cfg: BatchConfig, model: Model, run_id: str) -> TaskSpec:

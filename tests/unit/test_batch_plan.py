@@ -121,3 +121,12 @@ def test_flags_fall_back_to_the_environment_like_training_fit(tmp_path: Path) ->
     keys.write_text("incoming/a.jpg\n")
     with pytest.raises(ConfigError, match="either --keys"):
         config_from_args(["--keys", str(keys), "--since", "2026-11-01"], env)
+
+
+def test_the_region_is_only_looked_up_on_aws_without_one() -> None:
+    from batch.score import with_region
+
+    local = config_from_args(["--bucket", "b", "--endpoint-url", "http://127.0.0.1:9"], {})
+    assert with_region(local) is local
+    pinned = config_from_args(["--bucket", "b", "--region", "eu-west-1"], {})
+    assert with_region(pinned) is pinned
