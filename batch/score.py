@@ -20,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from batch import plan, table
 from batch.cli import BatchConfig, config_from_args
 from batch.plan import Item
-from batch.session import build_session, check_java, first_line
+from batch.session import build_session, check_java, first_line, is_local
 from batch.worker import INPUT_SCHEMA, STATS_SCHEMA, TaskSpec, score_partition
 from shared.bundle import Manifest, fetch_manifest, resolve_version, sha256_bytes
 from shared.errors import CCTVError, ConfigError, NoInputError, SparkJobError
@@ -97,6 +98,8 @@ def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted:
     if todo:
         owned = spark is None
         spark = spark or build_session(None if submitted else cfg.master, verbose=cfg.verbose)
+        if owned and not submitted and not is_local(cfg.master):
+            ship_code(spark)
         try:
             t0 = time.perf_counter()
             stats = execute(spark, cfg, _spec(cfg, model, run_id), todo, out)
@@ -124,6 +127,17 @@ def with_region(cfg: BatchConfig) -> BatchConfig:
                           "AWS_REGION.", bucket=cfg.bucket) from None
     s3 = dataclasses.replace(cfg.s3, region=region)
     return dataclasses.replace(cfg, settings=dataclasses.replace(cfg.settings, s3=s3))
+
+
+def ship_code(spark: Any) -> None:
+    """Started with ``--master`` for a cluster rather than through spark-submit: send the executors this code
+    (the zip ``make batch-dist`` builds for ``--py-files``); their Python must already have the dependencies."""
+    import tempfile
+
+    from batch.dist import build_zip
+
+    code = build_zip(Path(tempfile.mkdtemp(prefix="cctv-batch-code-")) / "cctv_batch.zip")
+    spark.sparkContext.addPyFile(str(code))
 
 
 def _spec(cfg: BatchConfig, model: Model, run_id: str) -> TaskSpec:

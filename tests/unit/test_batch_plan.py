@@ -130,3 +130,17 @@ def test_the_region_is_only_looked_up_on_aws_without_one() -> None:
     assert with_region(local) is local
     pinned = config_from_args(["--bucket", "b", "--region", "eu-west-1"], {})
     assert with_region(pinned) is pinned
+
+
+def test_a_cluster_master_gets_the_code_shipped_as_a_zip() -> None:
+    import zipfile
+    from types import SimpleNamespace
+
+    from batch.score import ship_code
+
+    shipped: list[str] = []
+    ship_code(SimpleNamespace(sparkContext=SimpleNamespace(addPyFile=shipped.append)))
+    with zipfile.ZipFile(shipped[0]) as zf:
+        names = set(zf.namelist())
+    assert {"batch/score.py", "batch/worker.py", "functions/service.py", "shared/bundle.py"} <= names
+    assert "batch/log4j2-quiet.properties" in names and not any("__pycache__" in n for n in names)
