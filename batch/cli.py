@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--master", default="local[*]", help="Spark master (default local[*]; ignored under "
                     "spark-submit, which sets its own)")
     sp.add_argument("--frames-per-task", type=int, default=DEFAULT_FRAMES_PER_TASK,
-                    help=f"most frames per Spark task (default {DEFAULT_FRAMES_PER_TASK}, a few minutes of work)")
+                    help=f"most frames per Spark task (default {DEFAULT_FRAMES_PER_TASK}, a few minutes of work); "
+                    "smaller jobs get about 4 tasks per core of at least 50 frames")
     sp.add_argument("--download-threads", type=int, default=4, help="concurrent downloads per task (default 4)")
     sp.add_argument("--retries", type=int, default=3, help="in-task retries of transient faults (default 3)")
     sp.add_argument("--cache-dir", help="where each executor keeps the bundle (default: the system temp folder)")

@@ -24,6 +24,8 @@ from shared.errors import ConfigError
 from shared.storage import ObjectStore, translate
 
 NO_CAMERA = "_"  # frames straight under the input prefix, or no regex match
+WAVES = 4  # tasks per core in a job smaller than --frames-per-task allows
+MIN_FRAMES_PER_TASK = 50  # below this, a task's fixed costs (Arrow set-up, its Parquet part) start to show
 _ETAG_RE = re.compile(r'^"?[0-9a-fA-F]{32}(-\d+)?"?$')
 
 
@@ -213,11 +215,15 @@ def drop_done(items: Sequence[Item], newest: Mapping[str, Mapping[str, Any]]) ->
 # -- partitions ---------------------------------------------------------------------
 
 
-def slices(n_items: int, frames_per_task: int, parallelism: int) -> int:
-    """How many tasks: at most ``frames_per_task`` each, and at least one per core while frames last."""
+def slices(n_items: int, frames_per_task: int, parallelism: int, waves: int = WAVES) -> int:
+    """How many tasks: at most ``frames_per_task`` frames each; for a job smaller than that, a few waves of
+    tasks per core (progress to report, and no core idle behind one slow task) of at least
+    MIN_FRAMES_PER_TASK frames; and one task per core while frames last."""
     if n_items == 0:
         return 0
-    return min(n_items, max(math.ceil(n_items / frames_per_task), parallelism))
+    needed = math.ceil(n_items / frames_per_task)
+    wanted = min(max(needed, parallelism * waves), max(parallelism, needed, math.ceil(n_items / MIN_FRAMES_PER_TASK)))
+    return min(n_items, wanted)
 
 
 def contiguous(items: Sequence[Item], n: int) -> list[list[Item]]:

@@ -80,7 +80,10 @@ def test_a_row_settles_a_frame_only_with_the_same_etag_and_a_final_status() -> N
 def test_slices_are_contiguous_and_sized_for_the_cluster() -> None:
     assert plan.slices(0, 100, 4) == 0
     assert plan.slices(3, 100, 4) == 3  # never an empty task
-    assert plan.slices(1000, 100, 4) == 10 and plan.slices(100, 100, 4) == 4
+    assert plan.slices(100, 100, 4) == 4  # one per core, though 50-frame tasks would make 2
+    assert plan.slices(1000, 2000, 2) == 8  # 4 waves on 2 cores, 125 frames each
+    assert plan.slices(181, 2000, 2) == 4  # not below 50 frames a task
+    assert plan.slices(24, 5, 2) == 5 and plan.slices(10_000_000, 2000, 64) == 5000  # the most per task rules
     items = [Item(f"k{i:02d}", None, None, "c") for i in range(10)]
     runs = plan.contiguous(items, 3)
     assert [len(r) for r in runs] == [4, 3, 3] and [i for r in runs for i in r] == items
