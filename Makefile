@@ -10,7 +10,7 @@ RT_STAMP := $(RT_VENV)/.installed
 # What the tests of shared/ and functions/ must not need (training's stack); checked absent from that venv.
 TRAINING_MODULES := tensorflow keras lightgbm sklearn onnx tf2onnx
 
-.PHONY: venv demo test test-runtime lint bench package soak clean
+.PHONY: venv demo test test-runtime lint bench package soak clean batch-dist batch-submit-check
 
 venv: $(STAMP)
 
@@ -53,6 +53,14 @@ bench: venv
 # serverless package (offline) + cfn-lint + the unzipped size of what ships.
 package: venv
 	bash scripts/ci_package_check.sh
+
+# Batch scoring on Spark (issue 11): the code zip for --py-files and the packed environment for
+# --archives (build/batch/), then a spark-submit on local[2] that uses exactly those (needs Java 17).
+batch-dist: venv
+	$(PY) -m batch.dist
+
+batch-submit-check: batch-dist
+	$(PY) -m batch.submit_check
 
 clean:
 	rm -rf $(VENV) $(RT_VENV) .pytest_cache build

@@ -249,6 +249,29 @@ class LocalStackError(CCTVError):
     """The local stack (devstack) could not do what was asked, for example train its bundle."""
 
 
+# -- batch scoring (batch/) -----------------------------------------------------------
+
+
+class BatchError(CCTVError):
+    """A batch scoring job cannot start or did not finish."""
+
+    exit_code: ClassVar[int] = 2
+
+
+class JavaNotFoundError(BatchError):
+    """Spark needs a Java runtime (17 or newer) and none was found."""
+
+
+class NoInputError(BatchError):
+    """Nothing matched the input prefix, the dates or the key list."""
+
+
+class SparkJobError(BatchError):
+    """The Spark job itself failed (not one frame: those get error rows)."""
+
+    exit_code: ClassVar[int] = 5
+
+
 def settles_input(type_name: str) -> bool:
     """Whether a stored error of this type name settles its input (unknown names do not)."""
     cls = ERROR_TYPES.get(type_name)
