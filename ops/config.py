@@ -1,0 +1,96 @@
+"""The flags every ``python -m ops`` command shares, their environment fallbacks, and the
+frozen :class:`OpsConfig` they build (the same conventions as ``training.fit``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from functions.service import result_key_for
+from ops.source import default_cache_dir
+from ops.table import TABLE_PREFIX
+from shared.cameras import CameraRule
+from shared.config import FunctionSettings, S3Settings, normalise_prefix
+from shared.errors import ConfigError
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class OpsConfig:
+    bucket: str
+    s3: S3Settings
+    input_prefix: str
+    results_prefix: str
+    table_prefix: str
+    camera: CameraRule
+    cache_dir: Path | None
+    workers: int
+    source: str  # auto, objects or table
+    sqs_endpoint_url: str | None
+    as_json: bool
+    clock: Clock = utc_now
+
+    @property
+    def function_settings(self) -> FunctionSettings:
+        # Built here so the prefix rules (normalised, not overlapping) are the function's own.
+        return FunctionSettings(input_prefix=self.input_prefix, results_prefix=self.results_prefix, s3=self.s3)
+
+    def result_key(self, input_key: str) -> str | None:
+        return result_key_for(self.function_settings, input_key)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the results are")
+    g.add_argument("--bucket", help="bucket holding inputs and results (env BUCKET)")
+    g.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
+    g.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    g.add_argument("--input-prefix", help="where frames land (env INPUT_PREFIX; default incoming/)")
+    g.add_argument("--results-prefix", help="where results go (env RESULTS_PREFIX; default results/)")
+    g.add_argument("--table-prefix", help=f"the batch job's Parquet results table (default {TABLE_PREFIX})")
+    g.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below the input prefix whose first "
+                   "group (or whole match) names the camera (default: the first folder)")
+    g.add_argument("--source", choices=("auto", "objects", "table"), default="auto",
+                   help="read result objects, the Parquet table, or let ops choose (default auto: the table "
+                   "when it exists and many results are not cached yet)")
+    g.add_argument("--cache-dir", type=Path, help="local cache of result documents (env OPS_CACHE_DIR; default "
+                   "$XDG_CACHE_HOME/cctv-ops or ~/.cache/cctv-ops)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the local cache")
+    g.add_argument("--workers", type=int, default=16, help="concurrent GETs (default 16)")
+    g.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Clock = utc_now) -> OpsConfig:
+    bucket = args.bucket or env.get("BUCKET")
+    if not bucket:
+        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1.")
+    s3 = S3Settings.from_env(env)
+    s3 = S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region)
+    input_prefix = normalise_prefix(args.input_prefix or env.get("INPUT_PREFIX") or "incoming/")
+    config = OpsConfig(
+        bucket=bucket, s3=s3, input_prefix=input_prefix,
+        results_prefix=normalise_prefix(args.results_prefix or env.get("RESULTS_PREFIX") or "results/"),
+        table_prefix=normalise_prefix(args.table_prefix or TABLE_PREFIX),
+        camera=CameraRule(input_prefix, args.camera_regex),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir(env)),
+        workers=args.workers, source=args.source,
+        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or s3.endpoint_url,
+        as_json=args.as_json, clock=clock)
+    config.function_settings  # noqa: B018 - refuses overlapping prefixes now, with the function's message
+    return config
+
+
+def client(config: OpsConfig) -> Any:
+    from shared.storage import make_client
+
+    return make_client(config.s3, max_pool_connections=max(16, config.workers))
