@@ -53,8 +53,11 @@ def thumbnail(data: bytes, key: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+CHANGED = "changed"  # the input's bytes are no longer those the result was made from
+
+
 def thumbnails(config: OpsConfig, client: Any, records: list[Record]) -> dict[str, str | None]:
-    """Input key -> thumbnail, through a cache keyed by the input's ETag."""
+    """Input key -> thumbnail (or :data:`CHANGED`), through a cache keyed by the input's ETag."""
     from shared.config import DecodeLimits
     from shared.errors import CCTVError
     from shared.storage import ObjectStore
@@ -75,8 +78,10 @@ def thumbnails(config: OpsConfig, client: Any, records: list[Record]) -> dict[st
             data = store.get(r.key, max_bytes=DecodeLimits().max_bytes)
         except CCTVError:
             return None  # deleted, too large or unreadable: the card shows no picture
+        if r.source_etag and data.etag != r.source_etag:
+            return CHANGED  # re-uploaded since: its picture would not be what was classified
         uri = thumbnail(data.body, r.key)
-        if r.source_etag and data.etag == r.source_etag:  # only bytes the result was made from
+        if r.source_etag:
             cache.put(r.source_etag, uri or "")
         return uri
 
@@ -145,7 +150,12 @@ def clip_entry(r: Record, link: str | None) -> dict[str, Any]:
 
 
 def card(r: Record, thumb: str | None) -> dict[str, Any]:
-    return {"record": r, "thumb": thumb, "time": iso(r.processed_at) or "-",
+    if r.status != "ok":
+        no_thumb = r.error_type or r.status
+    else:
+        no_thumb = "input re-uploaded since" if thumb == CHANGED else "no picture"
+    return {"record": r, "thumb": None if thumb == CHANGED else thumb, "no_thumb": no_thumb,
+            "time": iso(r.processed_at) or "-",
             "p": -1 if r.probability is None else round(r.probability, 4),
             "percent": 0 if r.probability is None else round(100 * r.probability, 1)}
 
