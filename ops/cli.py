@@ -212,8 +212,8 @@ def cmd_show(config: cfg.OpsConfig, client: Any, args: argparse.Namespace, out: 
 
 
 def format_show(r: Record, doc: dict[str, Any], links: dict[str, str]) -> str:
-    rows = [["key", r.key], ["result", r.result_key], ["camera", r.camera], ["status", r.status], ["kind", r.kind],
-            ["processed_at", iso(r.processed_at)], ["model", r.model_version]]
+    rows: list[list[Any]] = [["key", r.key], ["result", r.result_key], ["camera", r.camera], ["status", r.status],
+                             ["kind", r.kind], ["processed_at", iso(r.processed_at)], ["model", r.model_version]]
     if r.status == "ok":
         rows += [["label", r.label], ["probability", r.probability]]
         for label, p in sorted((doc.get("probabilities") or {}).items()):

@@ -86,7 +86,7 @@ def thumbnails(config: OpsConfig, client: Any, records: list[Record]) -> dict[st
         return uri
 
     with ThreadPoolExecutor(max_workers=max(1, min(config.workers, len(todo) or 1))) as pool:
-        for r, uri in zip(todo, pool.map(make, todo)):
+        for r, uri in zip(todo, pool.map(make, todo), strict=True):
             out[r.key] = uri
     cache.save(r.source_etag for r in records if r.source_etag)
     return out
@@ -103,31 +103,35 @@ def bin_width(first: datetime, last: datetime) -> timedelta:
 
 def label_share_over_time(records: list[Record], labels: list[str]) -> dict[str, Any]:
     """Per camera, per time bin: the share of each label among ok frames, stacked."""
-    frames = [r for r in records if r.status == "ok" and r.kind == "frame" and r.processed_at and r.label]
+    frames = [(r.processed_at, r.camera, r.label) for r in records
+              if r.status == "ok" and r.kind == "frame" and r.processed_at and r.label]
     if not frames:
         return {"cameras": [], "bins": 0}
-    first = min(r.processed_at for r in frames)  # type: ignore[type-var]
-    last = max(r.processed_at for r in frames)  # type: ignore[type-var]
-    width = bin_width(first, last)  # type: ignore[arg-type]
-    n_bins = int((last - first) / width) + 1  # type: ignore[operator]
+    first = min(t for t, _, _ in frames if t)
+    last = max(t for t, _, _ in frames if t)
+    width = bin_width(first, last)
+    n_bins = int((last - first) / width) + 1
     per_camera: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in range(n_bins)])
-    for r in frames:
-        per_camera[r.camera][int((r.processed_at - first) / width)][r.label] += 1  # type: ignore[operator, index]
-    cameras = []
-    for camera, bins in sorted(per_camera.items()):
-        columns = []
-        for i, counts in enumerate(bins):
-            total = sum(counts.values())
-            stack, offset = [], 0.0
-            for label in labels:
-                share = counts[label] / total if total else 0.0
-                if share:
-                    stack.append({"label": label, "share": share, "offset": offset, "count": counts[label]})
-                offset += share
-            columns.append({"index": i, "start": iso(first + i * width), "total": total, "stack": stack})  # type: ignore[operator]
-        cameras.append({"camera": camera, "columns": columns, "frames": sum(sum(c.values()) for c in bins)})
+    for when, camera, label in frames:
+        if when and label:
+            per_camera[camera][int((when - first) / width)][label] += 1
+    cameras = [{"camera": camera, "frames": sum(sum(c.values()) for c in bins),
+                "columns": [_column(i, iso(first + i * width), counts, labels) for i, counts in enumerate(bins)]}
+               for camera, bins in sorted(per_camera.items())]
     return {"cameras": cameras, "bins": n_bins, "width_s": width.total_seconds(), "first": iso(first),
-            "last": iso(first + n_bins * width)}  # type: ignore[operator]
+            "last": iso(first + n_bins * width)}
+
+
+def _column(index: int, start: str | None, counts: Counter[str], labels: list[str]) -> dict[str, Any]:
+    """One bar: each label's share, stacked bottom-up in label order (``offset`` is where it starts)."""
+    total = sum(counts.values())
+    stack, offset = [], 0.0
+    for label in labels:
+        share = counts[label] / total if total else 0.0
+        if share:
+            stack.append({"label": label, "share": share, "offset": offset, "count": counts[label]})
+        offset += share
+    return {"index": index, "start": start, "total": total, "stack": stack}
 
 
 def clip_link(config: OpsConfig, client: Any, key: str, mode: str, report_prefix: str, expires: int) -> str:

@@ -137,7 +137,7 @@ class ResultFetcher:
                 out[obj.key] = doc
         if todo:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(todo))) as pool:
-                for obj, doc in zip(todo, pool.map(self._get, todo)):
+                for obj, doc in zip(todo, pool.map(self._get, todo), strict=True):
                     if doc is not None:
                         out[obj.key] = doc
                         self.cache.put(obj.etag, doc)

@@ -71,7 +71,7 @@ def low_confidence(records: Iterable[Record], margin: float) -> list[Record]:
     """Frames whose decision was within ``margin`` of flipping, least confident first."""
     low = [r for r in records if r.status == "ok" and r.kind == "frame" and r.margin is not None
            and r.margin <= margin]
-    return sorted(low, key=lambda r: (r.margin, r.key))  # type: ignore[arg-type, return-value]
+    return sorted(low, key=lambda r: (r.margin or 0.0, r.key))
 
 
 def summarise(records: list[Record], *, margin: float = 0.1, by: str | None = None) -> dict[str, Any]:

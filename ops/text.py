@@ -24,8 +24,8 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), line]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(out)
 
 

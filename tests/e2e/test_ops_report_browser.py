@@ -69,7 +69,8 @@ def _choose(driver: Any, select_id: str, value: str) -> None:
 def _screenshot(driver: Any, name: str) -> Path:
     folder = Path(os.environ.get("OPS_ARTIFACTS", REPO / "artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
-    width, height = driver.execute_script("return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
         "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
     path = folder / name
