@@ -90,7 +90,34 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Cl
     return config
 
 
-def client(config: OpsConfig) -> Any:
-    from shared.storage import make_client
+def fast_timestamp(value: str) -> datetime:
+    """ISO 8601 (what listings carry) without dateutil; anything else (HTTP dates) botocore's way."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        from botocore.utils import parse_timestamp
 
-    return make_client(config.s3, max_pool_connections=max(16, config.workers))
+        return parse_timestamp(value)  # type: ignore[no-any-return]
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def client(config: OpsConfig) -> Any:
+    """An S3 client configured as ``shared.storage.make_client``'s, but parsing listing times without dateutil.
+
+    A listing carries one LastModified per object, and botocore parses each with dateutil:
+    a third of the time of a cached ``ops summary`` (profiled over 3,000 results).  The parser
+    is a session setting, and make_client makes its own session, hence the copy here.
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
+    s3 = config.s3
+    settings = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(16, config.workers),
+                      connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"} if s3.endpoint_url else {})
+    try:
+        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings)
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise ConfigError(f"The S3 endpoint URL {s3.endpoint_url!r} is not valid ({exc}); give a full URL such as "
+                          "https://storage.yandexcloud.net or http://127.0.0.1:9000.") from None

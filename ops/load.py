@@ -61,9 +61,9 @@ def _fresh(row: dict[str, Any] | None, obj: Listed) -> bool:
 
 def load(config: OpsConfig, client: Any, *, since: datetime | None = None,
          until: datetime | None = None) -> Loaded:
+    cache = _cache(config)  # loads while the listing runs
     everything = list_results(client, config.bucket, config.results_prefix)
     listed = [o for o in everything if since is None or o.last_modified >= since - LISTING_SLACK]
-    cache = _cache(config)
     uncached = sum(1 for o in listed if o.etag not in cache.entries)
     rows = _table_rows(config, uncached)
     records: list[Record] = []

@@ -47,11 +47,11 @@ def _verdict(inp: Listed, result: Listed | None, doc: Any) -> str | None:
 
 def find_missing(config: OpsConfig, client: Any, *, older_than: timedelta) -> dict[str, Any]:
     now = config.clock()
+    cache = _cache(config)  # loads while the listings run
     inputs = [o for o in list_objects(client, config.bucket, config.input_prefix) if not o.key.endswith("/")]
     results = {o.key: o for o in list_results(client, config.bucket, config.results_prefix)}
     pairs = [(inp, config.result_key(inp.key)) for inp in inputs]
     candidates = [results[rk] for inp, rk in pairs if rk in results and results[rk].last_modified >= inp.last_modified]
-    cache = _cache(config)
     docs = ResultFetcher(client, config.bucket, cache, config.workers).documents(candidates)
     cache.save(results[k].etag for k in results)
     missing, pending = [], 0

@@ -50,6 +50,26 @@ class Record:
         return out
 
 
+# What ops reads of a result document; the rest (ImageNet classes, a clip's per-frame
+# timeline) is left out of the cache and of memory: a clip's frames can run to megabytes.
+_KEEP = ("schema_version", "status", "kind", "source", "error", "model", "positive_class", "threshold", "label",
+         "probability", "probabilities", "timings_ms", "processed_at", "annotated_key", "partial")
+_KEEP_SUMMARY = ("dominant_label", "label_share", "segments")
+_KEEP_VIDEO = ("duration_s", "frames_sampled", "width", "height", "fps")
+
+
+def slim(doc: Any) -> Any:
+    """The parts of a result document ops uses (anything not a dict is passed through)."""
+    if not isinstance(doc, dict):
+        return doc
+    out = {k: doc[k] for k in _KEEP if k in doc}
+    if isinstance(doc.get("summary"), dict):
+        out["summary"] = {k: doc["summary"][k] for k in _KEEP_SUMMARY if k in doc["summary"]}
+    if isinstance(doc.get("video"), dict):
+        out["video"] = {k: doc["video"][k] for k in _KEEP_VIDEO if k in doc["video"]}
+    return out
+
+
 def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
