@@ -103,10 +103,18 @@ def _float(value: Any) -> float | None:
 
 
 def _latency(doc: dict[str, Any]) -> float | None:
+    """The function's time on the record: ``timings_ms``' total when it has one, else its stages summed.
+
+    Rates (``frames_per_s``...) and a clip's own breakdown nested under a stage are not
+    stages; a total, when present, already covers the stages.
+    """
     timings = doc.get("timings_ms")
     if not isinstance(timings, dict):
         return None
-    values = [v for v in timings.values() if isinstance(v, (int, float))]
+    for total in ("total", "total_ms"):
+        if isinstance(timings.get(total), (int, float)):
+            return round(float(timings[total]), 2)
+    values = [v for k, v in timings.items() if isinstance(v, (int, float)) and not k.endswith("_per_s")]
     return round(sum(values), 2) if values else None
 
 
