@@ -250,3 +250,14 @@ def test_missing_bucket_is_one_line(world: World, capsys: pytest.CaptureFixture[
     argv[argv.index("--bucket") + 1] = "no-such-bucket-here"
     assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_demo_epilogue_prints_the_summary_and_where_the_report_is(world: World, tmp_path: Path) -> None:
+    from ops.demo import epilogue
+
+    out = io.StringIO()
+    assert epilogue(world.endpoint, world.bucket, tmp_path / "report", queue="cctv-frames", out=out) == 0
+    text = out.getvalue()
+    assert "status: ok 7, error 1" in text and "NotAnImageError" in text
+    assert f"open {(tmp_path / 'report' / 'index.html').as_uri()}" in text
+    assert "2 missing" in text and "ops failures --queue cctv-frames" in text
