@@ -91,3 +91,10 @@ def test_template_escapes_keys_and_messages() -> None:
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<b>boom</b>" not in html and "&lt;b&gt;boom&lt;/b&gt;" in html
     assert html.count("<script") == 1 and "script-src 'sha256-" in html
+
+
+def test_relative_clip_links_are_quoted_paths_from_the_report() -> None:
+    from ops.report import clip_link
+
+    link = clip_link(None, None, "results/cam 1/clip#2.mp4.annotated.mp4", "relative", "reports/daily/", 0)  # type: ignore[arg-type]
+    assert link == "../../results/cam%201/clip%232.mp4.annotated.mp4"
