@@ -3,7 +3,7 @@ concurrent GET of the same objects, and the second run (from the local ETag cach
 share of the first.
 
 Set-up, outside every timing: a moto server (its own process, as in the tests), a bucket,
-and 10,000 result documents in the function's shape (``functions.service.encode_result``;
+and 10,000 result documents in the function's shape (``functions.results.encode_result``;
 frames from 20 cameras, 3% errors, a few low-confidence ones).  Each round then times, in
 this process:
 
@@ -64,7 +64,7 @@ def _doc(i: int, now: datetime) -> dict[str, Any]:
 
 
 def _seed(client: Any, bucket: str) -> list[str]:
-    from functions.service import encode_result
+    from functions.results import encode_result
 
     now = datetime.now(timezone.utc)
     client.create_bucket(Bucket=bucket)

@@ -15,6 +15,7 @@ from ops.load import load
 from ops.records import Record, iso, parse_duration, parse_time
 from ops.summary import GROUPINGS, summarise
 from ops.text import cell, pct, table
+from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError
 
 DESCRIPTION = """\
@@ -285,7 +286,7 @@ COMMANDS = {"summary": cmd_summary, "missing": cmd_missing, "list": cmd_list, "s
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None, out: TextIO | None = None,
-         clock: cfg.Clock = cfg.utc_now) -> int:
+         clock: Clock = utc_now) -> int:
     env = os.environ if env is None else env
     out = out or sys.stdout
     args = build_parser().parse_args(argv)

@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from functions.service import result_key_for
+from functions.results import result_key_for
 from ops.source import default_cache_dir
 from ops.table import TABLE_PREFIX
 from shared.cameras import CameraRule
+from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +92,7 @@ def fast_timestamp(value: str) -> datetime:
     except ValueError:
         from botocore.utils import parse_timestamp
 
-        return parse_timestamp(value)  # type: ignore[no-any-return]
+        return parse_timestamp(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

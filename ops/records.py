@@ -103,18 +103,18 @@ def _float(value: Any) -> float | None:
 
 
 def _latency(doc: dict[str, Any]) -> float | None:
-    """The function's time on the record: ``timings_ms``' total when it has one, else its stages summed.
+    """The function's time on the record: the stages of ``timings_ms`` summed.
 
-    Rates (``frames_per_s``...) and a clip's own breakdown nested under a stage are not
-    stages; a total, when present, already covers the stages.
+    A clip's ``timings_ms`` also breaks its ``process`` stage down into process_video's
+    phases; those are not added again.
     """
+    from functions.clips import VIDEO_PHASES
+
     timings = doc.get("timings_ms")
     if not isinstance(timings, dict):
         return None
-    for total in ("total", "total_ms"):
-        if isinstance(timings.get(total), (int, float)):
-            return round(float(timings[total]), 2)
-    values = [v for k, v in timings.items() if isinstance(v, (int, float)) and not k.endswith("_per_s")]
+    inner = VIDEO_PHASES if doc.get("kind") == "video" else ()
+    values = [v for k, v in timings.items() if isinstance(v, (int, float)) and k not in inner]
     return round(sum(values), 2) if values else None
 
 

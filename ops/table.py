@@ -72,6 +72,9 @@ def read_table(s3: S3Settings, bucket: str, prefix: str = TABLE_PREFIX) -> list[
     """Every row (all model versions), or None when there is no readable table."""
     try:
         return _rows(filesystem(s3), bucket, prefix)
+    except ImportError:
+        log.warning("pyarrow is not installed (the batch extra); reading the result objects instead")
+        return None
     except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses for S3 faults
         log.warning("the results table under s3://%s/%s could not be read (%s); using the result objects",
                     bucket, prefix, exc)

@@ -25,9 +25,9 @@ XSS_KEY = next(k for k in OK_FRAMES if "<script>" in k)
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                                reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: apt-get install "
-                                       "chromium chromium-driver)")
+pytestmark = [pytest.mark.ops, pytest.mark.skipif(
+    not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    reason="needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: apt-get install chromium chromium-driver)")]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def report(s3_client: Any, s3_settings: Any, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pytest.importorskip("selenium", reason="needs selenium (the dev extra)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

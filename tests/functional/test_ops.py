@@ -16,6 +16,7 @@ from ops.cli import main
 from tests.ops_world import BAD, CLIP, LOST, OK_FRAMES, REUPLOADED, World, build_world, jpeg
 
 XSS_KEY = next(k for k in OK_FRAMES if "<script>" in k)
+pytestmark = pytest.mark.ops
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,7 @@ def _write_table(world: World, rows: list[dict[str, Any]]) -> None:
     pq.write_table(pa.Table.from_pylist(rows), path, filesystem=fs)
 
 
+@pytest.mark.batch  # the table is the batch job's, written and read with pyarrow
 def test_table_is_read_instead_when_asked_and_fresh(world: World) -> None:
     _, listed = run_json(world, "list", "--limit", "0")
     now = datetime.now(timezone.utc)

@@ -15,6 +15,7 @@ import pytest
 from ops.cli import main
 from tests.fakes import s3_event
 
+pytestmark = pytest.mark.ops
 ERRORED = "incoming/cam1/bad.jpg"
 NEVER = "incoming/cam2/stuck.jpg"
 ASYNC = "incoming/cam3/async.jpg"

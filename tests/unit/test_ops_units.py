@@ -14,6 +14,7 @@ from ops.text import cell, table
 from shared.cameras import NO_CAMERA, CameraRule, camera_of
 from shared.errors import ConfigError
 
+pytestmark = pytest.mark.ops
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
@@ -98,3 +99,26 @@ def test_relative_clip_links_are_quoted_paths_from_the_report() -> None:
 
     link = clip_link(None, None, "results/cam 1/clip#2.mp4.annotated.mp4", "relative", "reports/daily/", 0)  # type: ignore[arg-type]
     assert link == "../../results/cam%201/clip%232.mp4.annotated.mp4"
+
+
+@pytest.mark.parametrize("i", [1, 33])  # an ok frame and an error
+def test_bench_documents_are_real_results(i: int) -> None:
+    from bench.ops_summary import _doc
+    from tests.result_schema import assert_valid_result
+
+    assert_valid_result(_doc(i, T0))
+
+
+def test_every_field_ops_reads_is_in_the_schema() -> None:
+    """ops reads what the schema describes: every field it uses is in it."""
+    import json
+
+    from tests.result_schema import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    properties = set(schema["properties"])
+    for defs in schema.get("$defs", {}).values():
+        properties |= set(defs.get("properties", {}))
+    used = {"status", "kind", "source", "error", "model", "positive_class", "threshold", "label", "probability",
+            "probabilities", "timings_ms", "processed_at", "annotated_key", "summary", "video", "partial"}
+    assert used <= properties, used - properties
