@@ -239,7 +239,7 @@ def cmd_failures(config: cfg.OpsConfig, client: Any, args: argparse.Namespace, o
     from ops import failures as fl
     from shared.storage import ObjectStore
 
-    sqs = fl.sqs_client(config.sqs_endpoint_url, config.s3.region)
+    sqs = fl.sqs_client(config.sqs_endpoint_url, config.s3.region, config.credentials)
     source, dlq = fl.resolve_queues(sqs, args.queue or env.get("QUEUE_URL"), args.dlq or env.get("DLQ_URL"))
     messages = fl.peek(sqs, dlq, visibility=args.visibility, limit=args.max)
     moved = 0

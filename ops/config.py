@@ -33,6 +33,8 @@ class OpsConfig:
     sqs_endpoint_url: str | None
     as_json: bool
     clock: Clock = utc_now
+    # Keys from the env mapping handed to main (None: botocore's default chain, e.g. AWS_PROFILE).
+    credentials: dict[str, str] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def function_settings(self) -> FunctionSettings:
@@ -80,7 +82,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Cl
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir(env)),
         workers=args.workers, source=args.source,
         sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or s3.endpoint_url,
-        as_json=args.as_json, clock=clock)
+        as_json=args.as_json, clock=clock, credentials=credentials_from(env))
     config.function_settings  # noqa: B018 - refuses overlapping prefixes now, with the function's message
     return config
 
@@ -94,6 +96,16 @@ def fast_timestamp(value: str) -> datetime:
 
         return parse_timestamp(value)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
+    """Explicit keys from ``env`` when it has them, as boto3 keyword arguments."""
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        return None
+    keys = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+    if env.get("AWS_SESSION_TOKEN"):
+        keys["aws_session_token"] = env["AWS_SESSION_TOKEN"]
+    return keys
 
 
 def client(config: OpsConfig) -> Any:
@@ -112,7 +124,8 @@ def client(config: OpsConfig) -> Any:
     settings = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(16, config.workers),
                       connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"} if s3.endpoint_url else {})
     try:
-        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings)
+        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings,
+                                     **(config.credentials or {}))
     except ValueError as exc:  # botocore's "Invalid endpoint: ..."
         raise ConfigError(f"The S3 endpoint URL {s3.endpoint_url!r} is not valid ({exc}); give a full URL such as "
                           "https://storage.yandexcloud.net or http://127.0.0.1:9000.") from None

@@ -40,10 +40,10 @@ class FailedMessage:
                 "sent_at": self.sent_at, "parse_error": self.parse_error, "redriven": self.redriven}
 
 
-def sqs_client(endpoint_url: str | None, region: str | None) -> Any:
+def sqs_client(endpoint_url: str | None, region: str | None, credentials: dict[str, str] | None = None) -> Any:
     import boto3
 
-    return boto3.client("sqs", endpoint_url=endpoint_url, region_name=region or "us-east-1")
+    return boto3.client("sqs", endpoint_url=endpoint_url, region_name=region or "us-east-1", **(credentials or {}))
 
 
 def queue_url(sqs: Any, name_or_url: str) -> str:
@@ -80,8 +80,12 @@ def _objects(body: str) -> tuple[list[tuple[str, str]], str | None]:
     from functions.events import parse_event
 
     try:
-        parsed = parse_event(json.loads(body))
-    except (ValueError, CCTVError) as exc:
+        event = json.loads(body)
+    except ValueError as exc:
+        return [], f"the body is not JSON ({exc}): not an event this function takes"
+    try:
+        parsed = parse_event(event)
+    except CCTVError as exc:
         return [], str(exc)[:300]
     return [(ref.bucket, ref.key) for ref in parsed.refs], None
 

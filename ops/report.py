@@ -15,7 +15,7 @@ import io
 import posixpath
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -110,19 +110,30 @@ def label_share_over_time(records: list[Record], labels: list[str]) -> dict[str,
     first = min(t for t, _, _ in frames if t)
     last = max(t for t, _, _ in frames if t)
     width = bin_width(first, last)
+    # Bins start on whole multiples of their width (05:24:00, not 05:24:37), so the ticks are exact.
+    step = width.total_seconds()
+    first = datetime.fromtimestamp(first.timestamp() // step * step, tz=timezone.utc)
     n_bins = int((last - first) / width) + 1
     per_camera: dict[str, list[Counter[str]]] = defaultdict(lambda: [Counter() for _ in range(n_bins)])
     for when, camera, label in frames:
         if when and label:
             per_camera[camera][int((when - first) / width)][label] += 1
     cameras = [{"camera": camera, "frames": sum(sum(c.values()) for c in bins),
-                "columns": [_column(i, iso(first + i * width), counts, labels) for i, counts in enumerate(bins)]}
+                "columns": [_column(i, first + i * width, width, counts, labels) for i, counts in enumerate(bins)]}
                for camera, bins in sorted(per_camera.items())]
-    return {"cameras": cameras, "bins": n_bins, "width_s": width.total_seconds(), "first": iso(first),
+    return {"cameras": cameras, "bins": n_bins, "bin": _span(width), "first": iso(first),
             "last": iso(first + n_bins * width)}
 
 
-def _column(index: int, start: str | None, counts: Counter[str], labels: list[str]) -> dict[str, Any]:
+def _span(width: timedelta) -> str:
+    seconds = int(width.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}-{unit}"
+    return f"{seconds}-second"
+
+
+def _column(index: int, start: datetime, width: timedelta, counts: Counter[str], labels: list[str]) -> dict[str, Any]:
     """One bar: each label's share, stacked bottom-up in label order (``offset`` is where it starts)."""
     total = sum(counts.values())
     stack, offset = [], 0.0
@@ -131,7 +142,8 @@ def _column(index: int, start: str | None, counts: Counter[str], labels: list[st
         if share:
             stack.append({"label": label, "share": share, "offset": offset, "count": counts[label]})
         offset += share
-    return {"index": index, "start": start, "total": total, "stack": stack}
+    tick = start.strftime("%m-%d" if width >= timedelta(days=1) else "%H:%M")  # the caption has the dates
+    return {"index": index, "start": iso(start), "tick": tick, "total": total, "stack": stack}
 
 
 def clip_link(config: OpsConfig, client: Any, key: str, mode: str, report_prefix: str, expires: int) -> str:

@@ -3,6 +3,7 @@ the summary's percentiles and low-confidence rule, the report's chart bins and e
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -122,3 +123,11 @@ def test_every_field_ops_reads_is_in_the_schema() -> None:
     used = {"status", "kind", "source", "error", "model", "positive_class", "threshold", "label", "probability",
             "probabilities", "timings_ms", "processed_at", "annotated_key", "summary", "video", "partial"}
     assert used <= properties, used - properties
+
+
+def test_chart_bins_start_on_whole_multiples() -> None:
+    records = [dataclasses.replace(rec(k, minutes=m), processed_at=T0 + timedelta(minutes=m, seconds=40))
+               for k, m in (("a", 0), ("b", 1))]
+    chart = label_share_over_time(records, ["car"])
+    assert chart["first"] == "2026-01-01T00:00:00Z" and chart["bins"] == 2
+    assert [c["tick"] for c in chart["cameras"][0]["columns"]] == ["00:00", "00:01"]
