@@ -263,3 +263,17 @@ def test_demo_epilogue_prints_the_summary_and_where_the_report_is(world: World, 
     assert "status: ok 7, error 1" in text and "NotAnImageError" in text
     assert f"open {(tmp_path / 'report' / 'index.html').as_uri()}" in text
     assert "2 missing" in text and "ops failures --queue cctv-frames" in text
+
+
+def test_credentials_come_from_the_env_it_is_given(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in make demo, whose stack keeps its dummy credentials out of os.environ."""
+    from devstack.moto_server import DUMMY_CREDENTIALS
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    out = io.StringIO()
+    assert main(world.argv("summary", "--json"), env={**DUMMY_CREDENTIALS}, out=out) == 0
+    assert json.loads(out.getvalue())["results"] == 8
