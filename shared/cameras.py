@@ -4,7 +4,7 @@ Default: the first path part under the input prefix (``incoming/cam1/0001.jpg`` 
 With a regex (``--camera-regex``): searched in the key below the input prefix; its first
 group, or the whole match when it has no group, names the camera (the same convention as
 ``training.fit --group-by``).  A key with no folder, or that the regex does not match,
-has camera :data:`NO_CAMERA`.
+has camera :data:`NO_CAMERA` (``_``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from shared.config import normalise_prefix
 from shared.errors import ConfigError
 
-NO_CAMERA = "-"
+NO_CAMERA = "_"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,6 @@ class CameraRule:
         return head if sep and head else NO_CAMERA
 
 
-def camera_of(key: str, input_prefix: str = "incoming/", regex: str | None = None) -> str:
+def camera_of(key: str, input_prefix: str = "incoming/", regex: str | re.Pattern[str] | None = None) -> str:
     """One-off form of :meth:`CameraRule.camera` (build a :class:`CameraRule` for many keys)."""
-    return CameraRule(input_prefix, regex).camera(key)
+    return CameraRule(input_prefix, regex.pattern if isinstance(regex, re.Pattern) else regex).camera(key)

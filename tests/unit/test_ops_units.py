@@ -4,6 +4,7 @@ the summary's percentiles and low-confidence rule, the report's chart bins and e
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -31,6 +32,7 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 def test_camera_rule(key: str, regex: str | None, camera: str) -> None:
     assert CameraRule("incoming", regex).camera(key) == camera
     assert camera_of(key, "/incoming/", regex) == camera
+    assert camera_of(key, "incoming/", re.compile(regex) if regex else None) == camera
 
 
 def test_bad_camera_regex_is_a_config_error() -> None:
