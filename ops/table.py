@@ -99,11 +99,15 @@ def _float(value: Any) -> float | None:
 
 
 def from_row(row: dict[str, Any], result_key: str, rule: CameraRule) -> Record:
+    """A table row; a clip's row carries its dominant label and that label's share (as its result)."""
+    from functions.events import is_video_key
+
     key = str(row["key"])
     processed: datetime | None = row.get("processed_at")
     return Record(
         key=key, result_key=result_key, camera=rule.camera(key), status=str(row.get("status") or "unknown"),
-        kind="frame", label=row.get("label"), probability=_float(row.get("probability")),
+        kind="video" if is_video_key(key) else "frame", label=row.get("label"),
+        probability=_float(row.get("probability")),
         positive_probability=_float(row.get("positive_probability")), threshold=_float(row.get("threshold")),
         positive_class=row.get("positive_class"), error_type=row.get("error_type"),
         error_message=row.get("error_message"), processed_at=processed,

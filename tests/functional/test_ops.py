@@ -63,6 +63,10 @@ def test_summary_table_and_grouping(world: World) -> None:
     assert rows["cam3"][:2] == ["cam3", "1"]
     _, s = run_json(world, "summary", "--by", "label")
     assert {g["group"]: g["results"] for g in s["groups"]} == {"bus": 4, "car": 3, "(error)": 1}
+    _, s = run_json(world, "summary", "--by", "status")
+    assert {g["group"]: g["results"] for g in s["groups"]} == {"ok": 7, "error": 1}
+    _, s = run_json(world, "summary", "--by", "hour")
+    assert sum(g["results"] for g in s["groups"]) == 8 and all(g["group"].endswith(":00Z") for g in s["groups"])
 
 
 def test_summary_window_excludes_older_results(world: World) -> None:
@@ -221,12 +225,13 @@ def test_table_is_read_instead_when_asked_and_fresh(world: World) -> None:
     now = datetime.now(timezone.utc)
     rows = [{"key": r["key"], "etag": r["source_etag"], "status": r["status"], "label": r["label"],
              "probability": r["probability"], "error_type": r["error_type"], "processed_at": now,
-             "run_id": "run-1"} for r in listed["results"] if r["kind"] == "frame"]
+             "run_id": "run-1"} for r in listed["results"]]
     _write_table(world, rows)
     try:
         _, s = run_json(world, "summary", "--source", "table")
-        assert s["source"]["from_table"] == 7 and s["source"]["fetched"] == 1  # the clip is not in the table
-        assert s["status"]["ok"] == 7 and s["status"]["error"] == 1
+        assert s["source"]["from_table"] == 8 and s["source"]["fetched"] == 0
+        assert s["status"]["ok"] == 7 and s["status"]["error"] == 1 and s["kinds"] == {"frame": 7, "video": 1}
+        assert s["labels"]["bus"]["count"] == 4
         _, auto = run_json(world, "summary")  # few results to fetch: auto reads the objects
         assert auto["source"]["from_table"] == 0
     finally:
