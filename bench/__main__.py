@@ -29,12 +29,13 @@ from bench.ctx import Ctx
 
 MODULES = {1: "bench.cold_start", 2: "bench.warm_latency", 3: "bench.throughput", 4: "bench.featurisation",
            5: "bench.large_frame_decode", 6: "bench.package_size",
-           8: "bench.training_rerun", 9: "bench.spark_vs_processes"}
+           8: "bench.training_rerun", 9: "bench.spark_vs_processes", 10: "bench.ops_summary"}
 # Benchmark 7 (memory) is measured inside benchmark 3.
 TITLES = {1: "cold start", 2: "warm per-frame latency", 3: "throughput through the local stack + 7 memory",
           4: "training featurisation", 5: "large-frame decode", 6: "package size",
           8: "training re-run that only refits the head",
-          9: "batch scoring: Spark local[2] against 2 plain processes"}
+          9: "batch scoring: Spark local[2] against 2 plain processes",
+          10: "ops summary over 10,000 results"}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devstack.stack import BUCKET, QUEUE, LocalStack
+from devstack.stack import BUCKET, QUEUE, REPO, LocalStack
 from shared.errors import LocalStackError, StorageError
 
 # A clip's timings_ms also breaks its "process" stage down into these; they are not added again.
@@ -129,9 +129,21 @@ def _run(stack: LocalStack, args: argparse.Namespace) -> int:
     missing = len(inputs) - len(found)
     print(f"local: {len(found)} of {len(inputs)} results written under s3://{BUCKET}/results/"
           + (f"; {missing} MISSING" if missing else ""))
+    _ops_view(stack, ep)
     if args.serve:
         return _serve(stack, ep) or (1 if missing else 0)
     return 0 if not missing else 1
+
+
+def _ops_view(stack: LocalStack, endpoint: str) -> None:
+    """What ops sees of the demo (``python -m ops summary``), and the report it wrote (docs/ops.md)."""
+    try:
+        from ops.demo import epilogue
+    except ImportError as exc:  # a venv without the ops extra (Jinja2)
+        print(f"local: no ops summary here ({exc}); install the ops extra")
+        return
+    epilogue(endpoint, BUCKET, REPO / "build" / "ops-report", queue=QUEUE, env=stack.env,
+             shell_prefix="AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing ")
 
 
 def _serve(stack: LocalStack, endpoint: str) -> int:

@@ -1,0 +1,163 @@
+"""``ops summary`` over 10,000 result objects in moto: wall time, its ratio to a plain
+concurrent GET of the same objects, and the second run (from the local ETag cache) as a
+share of the first.
+
+Set-up, outside every timing: a moto server (its own process, as in the tests), a bucket,
+and 10,000 result documents in the function's shape (``functions.results.encode_result``;
+frames from 20 cameras, 3% errors, a few low-confidence ones).  Each round then times, in
+this process:
+
+* **plain GET**: the 10,000 keys (known in advance, no listing) fetched with 16 threads
+  through the same S3 client settings ops uses, bodies read, nothing parsed: the floor
+  for anything that reads every result;
+* **ops summary, first run**: ``python -m ops summary --since all`` in-process with an empty
+  cache folder: listing (10 pages), 16-thread GETs, JSON parsing, the summary, the cache
+  written;
+* **ops summary, second run**: the same command again, the cache now warm (listing only).
+
+Targets: second / first < 0.10 (the issue's); first / plain GET is reported (what listing,
+parsing and summarising add on top of the GETs).  Wall times on a shared 2-core machine
+follow its load, so the same ratio is also given in CPU seconds (this process plus the moto
+server, from /proc), which the load does not change: what the cache saves in work.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.common import fmt, log, summary
+from bench.ctx import Ctx, Figure
+
+BENCH_NO = 10
+N_RESULTS = 10_000
+CAMERAS = 20
+WORKERS = 16
+TARGET_CACHED_SHARE = 0.10
+
+
+def _doc(i: int, now: datetime) -> dict[str, Any]:
+    """A result document as functions.service writes one for a frame (every field, real names)."""
+    key = f"incoming/cam{i % CAMERAS:02d}/{now:%Y/%m/%d}/frame_{i:06d}.jpg"
+    when = now - timedelta(seconds=8 * (N_RESULTS - i))
+    base = {"schema_version": 1, "kind": "frame", "batch_size": 8,
+            "source": {"bucket": "ops-bench", "key": key, "etag": f"{i:032x}", "size": 180_000 + i,
+                       "version_id": None},
+            "model": {"version": "20261121T182340Z-87e57862", "backbone": "mobilenet_v2", "input_size": [224, 224]},
+            "timings_ms": {"download": 12.1 + i % 7, "decode": 4.0, "inference": 9.3 + i % 3},
+            "processed_at": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "threshold": 0.42, "positive_class": "car"}
+    if i % 33 == 0:
+        return {**base, "status": "error", "label": None, "probability": None, "probabilities": None,
+                "imagenet_top": None, "error": {"type": "NotAnImageError", "message": f"'{key}' is not an image "
+                                                "Pillow can read; check that the camera uploads image files."}}
+    car = ((i * 7919) % 1000) / 1000
+    label = "car" if car >= 0.42 else "bus"
+    return {**base, "status": "ok", "label": label, "probability": round(max(car, 1 - car), 4),
+            "probabilities": {"bus": round(1 - car, 4), "car": round(car, 4)}, "error": None,
+            "imagenet_top": [{"class": "sports_car", "probability": 0.61}, {"class": "minivan", "probability": 0.2},
+                             {"class": "school_bus", "probability": 0.05}]}
+
+
+def _seed(client: Any, bucket: str) -> list[str]:
+    from functions.results import encode_result
+
+    now = datetime.now(timezone.utc)
+    client.create_bucket(Bucket=bucket)
+
+    def put(i: int) -> str:
+        doc = _doc(i, now)
+        key = "results/" + doc["source"]["key"].removeprefix("incoming/") + ".json"
+        client.put_object(Bucket=bucket, Key=key, Body=encode_result(doc), ContentType="application/json")
+        return key
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(put, range(N_RESULTS)))
+
+
+def _plain_get(client: Any, bucket: str, keys: list[str]) -> float:
+    def get(key: str) -> int:
+        return len(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        total = sum(pool.map(get, keys))
+    assert total > 0
+    return time.perf_counter() - started
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ops_summary(endpoint: str, bucket: str, cache: Path, server_pid: int) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (this process + the moto server), and the printed summary."""
+    from ops.cli import main
+
+    out = io.StringIO()
+    cpu0 = time.process_time() + _cpu_s(server_pid)
+    started = time.perf_counter()
+    code = main(["summary", "--since", "all", "--bucket", bucket, "--endpoint-url", endpoint, "--region",
+                 "us-east-1", "--cache-dir", str(cache), "--workers", str(WORKERS), "--source", "objects"], out=out)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() + _cpu_s(server_pid) - cpu0
+    assert code == 0, out.getvalue()
+    return elapsed, cpu, out.getvalue()
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    from devstack.moto_server import DUMMY_CREDENTIALS, MotoServer
+    from shared.config import S3Settings
+    from shared.storage import make_client
+
+    os.environ.update(DUMMY_CREDENTIALS)
+    rounds = 1 if ctx.quick else max(3, ctx.reps)
+    plain, first, second, first_cpu, second_cpu = [], [], [], [], []
+    with MotoServer() as server, tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
+        client = make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=WORKERS)
+        log(f"ops summary: seeding {N_RESULTS:,} result documents into moto")
+        t0 = time.perf_counter()
+        keys = _seed(client, "ops-bench")
+        seed_s = time.perf_counter() - t0
+        text = ""
+        for r in range(rounds):
+            log(f"ops summary: round {r + 1} of {rounds}")
+            plain.append(_plain_get(client, "ops-bench", keys))
+            cache = Path(tmp) / f"cache-{r}"
+            assert server.process is not None
+            elapsed, cpu, text = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
+            first.append(elapsed)
+            first_cpu.append(cpu)
+            elapsed, cpu, _ = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
+            second.append(elapsed)
+            second_cpu.append(cpu)
+        cache_bytes = sum(p.stat().st_size for p in (Path(tmp) / "cache-0").iterdir())
+    ratio = summary([f / p for f, p in zip(first, plain, strict=True)], 2)
+    share = summary([s / f for s, f in zip(second, first, strict=True)], 3)
+    cpu_share = summary([s / f for s, f in zip(second_cpu, first_cpu, strict=True)], 3)
+    figures = [
+        Figure(BENCH_NO, f"ops summary over {N_RESULTS:,} results, first run (s)", None, "report",
+               fmt(summary(first, 2), "s", 2), None, summary(first, 2)),
+        Figure(BENCH_NO, "  plain concurrent GET of the same objects (s)", None, "report",
+               fmt(summary(plain, 2), "s", 2), None, summary(plain, 2)),
+        Figure(BENCH_NO, "  ops summary / plain GET", None, "report", fmt(ratio, "x", 2), None, ratio),
+        Figure(BENCH_NO, "ops summary, second run from the cache (s)", None, "report",
+               fmt(summary(second, 2), "s", 2), None, summary(second, 2)),
+        Figure(BENCH_NO, "  second run / first run", None, f"< {TARGET_CACHED_SHARE:.2f}", fmt(share, "", 3),
+               share["median"] < TARGET_CACHED_SHARE, share),
+        Figure(BENCH_NO, "  second run / first run, CPU s (ops + moto)", None, "report", fmt(cpu_share, "", 3),
+               None, cpu_share),
+    ]
+    details = {"results": N_RESULTS, "workers": WORKERS, "rounds": rounds, "seed_s": round(seed_s, 1),
+               "cache_bytes": cache_bytes, "first_s": summary(first, 3), "second_s": summary(second, 3),
+               "plain_get_s": summary(plain, 3), "first_cpu_s": summary(first_cpu, 3),
+               "second_cpu_s": summary(second_cpu, 3), "summary_output": text}
+    return {"figures": figures, "details": details}

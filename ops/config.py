@@ -1,0 +1,131 @@
+"""The flags every ``python -m ops`` command shares, their environment fallbacks, and the
+frozen :class:`OpsConfig` they build (the same conventions as ``training.fit``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from functions.results import result_key_for
+from ops.source import default_cache_dir
+from ops.table import TABLE_PREFIX
+from shared.cameras import CameraRule
+from shared.clock import Clock, utc_now
+from shared.config import FunctionSettings, S3Settings, normalise_prefix
+from shared.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class OpsConfig:
+    bucket: str
+    s3: S3Settings
+    input_prefix: str
+    results_prefix: str
+    table_prefix: str
+    camera: CameraRule
+    cache_dir: Path | None
+    workers: int
+    source: str  # auto, objects or table
+    sqs_endpoint_url: str | None
+    as_json: bool
+    clock: Clock = utc_now
+    # Keys from the env mapping handed to main (None: botocore's default chain, e.g. AWS_PROFILE).
+    credentials: dict[str, str] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def function_settings(self) -> FunctionSettings:
+        # Built here so the prefix rules (normalised, not overlapping) are the function's own.
+        return FunctionSettings(input_prefix=self.input_prefix, results_prefix=self.results_prefix, s3=self.s3)
+
+    def result_key(self, input_key: str) -> str | None:
+        return result_key_for(self.function_settings, input_key)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the results are")
+    g.add_argument("--bucket", help="bucket holding inputs and results (env BUCKET)")
+    g.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
+    g.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    g.add_argument("--input-prefix", help="where frames land (env INPUT_PREFIX; default incoming/)")
+    g.add_argument("--results-prefix", help="where results go (env RESULTS_PREFIX; default results/)")
+    g.add_argument("--table-prefix", help=f"the batch job's Parquet results table (default {TABLE_PREFIX})")
+    g.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below the input prefix whose first "
+                   "group (or whole match) names the camera (default: the first folder)")
+    g.add_argument("--source", choices=("auto", "objects", "table"), default="auto",
+                   help="read result objects, the Parquet table, or let ops choose (default auto: the table "
+                   "when it exists and many results are not cached yet)")
+    g.add_argument("--cache-dir", type=Path, help="local cache of result documents (env OPS_CACHE_DIR; default "
+                   "$XDG_CACHE_HOME/cctv-ops or ~/.cache/cctv-ops)")
+    g.add_argument("--no-cache", action="store_true", help="neither read nor write the local cache")
+    g.add_argument("--workers", type=int, default=16, help="concurrent GETs (default 16)")
+    g.add_argument("--json", dest="as_json", action="store_true", help="print JSON instead of a table")
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Clock = utc_now) -> OpsConfig:
+    bucket = args.bucket or env.get("BUCKET")
+    if not bucket:
+        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1.")
+    s3 = S3Settings.from_env(env)
+    s3 = S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region)
+    input_prefix = normalise_prefix(args.input_prefix or env.get("INPUT_PREFIX") or "incoming/")
+    config = OpsConfig(
+        bucket=bucket, s3=s3, input_prefix=input_prefix,
+        results_prefix=normalise_prefix(args.results_prefix or env.get("RESULTS_PREFIX") or "results/"),
+        table_prefix=normalise_prefix(args.table_prefix or TABLE_PREFIX),
+        camera=CameraRule(input_prefix, args.camera_regex),
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir(env)),
+        workers=args.workers, source=args.source,
+        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or s3.endpoint_url,
+        as_json=args.as_json, clock=clock, credentials=credentials_from(env))
+    config.function_settings  # noqa: B018 - refuses overlapping prefixes now, with the function's message
+    return config
+
+
+def fast_timestamp(value: str) -> datetime:
+    """ISO 8601 (what listings carry) without dateutil; anything else (HTTP dates) botocore's way."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
+    """Explicit keys from ``env`` when it has them, as boto3 keyword arguments."""
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        return None
+    keys = {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+    if env.get("AWS_SESSION_TOKEN"):
+        keys["aws_session_token"] = env["AWS_SESSION_TOKEN"]
+    return keys
+
+
+def client(config: OpsConfig) -> Any:
+    """An S3 client configured as ``shared.storage.make_client``'s, but parsing listing times without dateutil.
+
+    A listing carries one LastModified per object, and botocore parses each with dateutil:
+    a third of the time of a cached ``ops summary`` (profiled over 3,000 results).  The parser
+    is a session setting, and make_client makes its own session, hence the copy here.
+    """
+    import botocore.session
+    from botocore.config import Config
+
+    session = botocore.session.get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=fast_timestamp)
+    s3 = config.s3
+    settings = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(16, config.workers),
+                      connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"} if s3.endpoint_url else {})
+    try:
+        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings,
+                                     **(config.credentials or {}))
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+        raise ConfigError(f"The S3 endpoint URL {s3.endpoint_url!r} is not valid ({exc}); give a full URL such as "
+                          "https://storage.yandexcloud.net or http://127.0.0.1:9000.") from None

@@ -1,0 +1,95 @@
+"""Results in, :class:`~ops.records.Record` objects out, from the cheapest good source."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta
+from typing import Any
+
+from ops.config import OpsConfig
+from ops.records import Record, from_document
+from ops.source import DocumentCache, Listed, ResultFetcher, list_results
+from ops.table import from_row, newest_by_key, read_table
+
+# A result object is written just after its processed_at; listing times within this of a
+# window's start may still hold results inside it.
+LISTING_SLACK = timedelta(minutes=5)
+# A table row stands for a result object written up to this long after the row's time
+# (the batch job writes the JSON right after scoring); a later object was rewritten since.
+TABLE_TOLERANCE = timedelta(minutes=2)
+# Auto mode reads the table only when at least this many results would otherwise be fetched.
+TABLE_MIN_FETCH = 2000
+
+
+@dataclasses.dataclass
+class Loaded:
+    records: list[Record]
+    listed: list[Listed]
+    fetched: int = 0
+    cached: int = 0
+    from_table: int = 0
+
+    def stats(self) -> dict[str, int]:
+        return {"results_listed": len(self.listed), "fetched": self.fetched, "from_cache": self.cached,
+                "from_table": self.from_table}
+
+
+def _cache(config: OpsConfig) -> DocumentCache:
+    scope = f"{config.s3.endpoint_url or 'aws'}|{config.bucket}|{config.results_prefix}"
+    return DocumentCache(config.cache_dir, scope)
+
+
+def _table_rows(config: OpsConfig, to_fetch: int) -> dict[str, dict[str, Any]]:
+    """Result key -> newest table row, when the table should and can be used."""
+    if config.source == "objects" or (config.source == "auto" and to_fetch < TABLE_MIN_FETCH):
+        return {}
+    rows = read_table(config.s3, config.bucket, config.table_prefix)
+    if not rows:
+        return {}
+    out = {}
+    for key, row in newest_by_key(rows).items():
+        result_key = config.result_key(key)
+        if result_key is not None:
+            out[result_key] = row
+    return out
+
+
+def _fresh(row: dict[str, Any] | None, obj: Listed) -> bool:
+    when = None if row is None else row.get("processed_at")
+    return when is not None and when + TABLE_TOLERANCE >= obj.last_modified
+
+
+def load(config: OpsConfig, client: Any, *, since: datetime | None = None,
+         until: datetime | None = None) -> Loaded:
+    cache = _cache(config)  # loads while the listing runs
+    everything = list_results(client, config.bucket, config.results_prefix)
+    listed = [o for o in everything if since is None or o.last_modified >= since - LISTING_SLACK]
+    uncached = sum(1 for o in listed if o.etag not in cache.entries)
+    rows = _table_rows(config, uncached)
+    records: list[Record] = []
+    todo = []
+    for obj in listed:
+        row = rows.get(obj.key)
+        if _fresh(row, obj):
+            records.append(from_row(row, obj.key, config.camera))  # type: ignore[arg-type]
+        else:
+            todo.append(obj)
+    fetcher = ResultFetcher(client, config.bucket, cache, config.workers)
+    docs = fetcher.documents(todo)
+    cache.save(o.etag for o in everything)
+    records += [from_document(docs[o.key], o.key, config.camera) for o in todo if o.key in docs]
+    records = [r for r in records if _within(r, since, until)]
+    records.sort(key=_newest_first)
+    return Loaded(records, listed, fetched=fetcher.fetched, cached=cache.hits, from_table=len(listed) - len(todo))
+
+
+def _newest_first(record: Record) -> tuple[bool, float, str]:
+    when = record.processed_at
+    return (when is None, -when.timestamp() if when else 0.0, record.key)
+
+
+def _within(record: Record, since: datetime | None, until: datetime | None) -> bool:
+    when = record.processed_at
+    if when is None:
+        return since is None and until is None
+    return (since is None or when >= since) and (until is None or when < until)
