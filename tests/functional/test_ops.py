@@ -296,6 +296,9 @@ def test_demo_epilogue_prints_the_summary_and_where_the_report_is(world: World, 
     assert "status: ok 7, error 1" in text and "NotAnImageError" in text
     assert f"open {(tmp_path / 'report' / 'index.html').as_uri()}" in text
     assert "2 missing" in text and "ops failures --queue cctv-frames" in text
+    out = io.StringIO()
+    epilogue(world.endpoint, world.bucket, tmp_path / "report", queue="cctv-frames", serving=False, out=out)
+    assert "ops failures" not in out.getvalue() and "ARGS=--serve" in out.getvalue()
 
 
 def test_credentials_come_from_the_env_it_is_given(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
