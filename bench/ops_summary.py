@@ -113,36 +113,41 @@ def _ops_summary(endpoint: str, bucket: str, cache: Path, server_pid: int) -> tu
     return elapsed, cpu, out.getvalue()
 
 
-def run(ctx: Ctx) -> dict[str, Any]:
+def _rounds(rounds: int) -> dict[str, Any]:
+    """Seed moto, then per round: plain GET, ops summary with an empty cache, and again from it."""
     from devstack.moto_server import DUMMY_CREDENTIALS, MotoServer
     from shared.config import S3Settings
     from shared.storage import make_client
 
-    os.environ.update(DUMMY_CREDENTIALS)
-    rounds = 1 if ctx.quick else max(3, ctx.reps)
-    plain, first, second, first_cpu, second_cpu = [], [], [], [], []
+    os.environ.update(DUMMY_CREDENTIALS)  # this child process only ever talks to its own moto
+    m: dict[str, Any] = {k: [] for k in ("plain", "first", "second", "first_cpu", "second_cpu")}
     with MotoServer() as server, tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
+        assert server.process is not None
         client = make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=WORKERS)
         log(f"ops summary: seeding {N_RESULTS:,} result documents into moto")
         t0 = time.perf_counter()
         keys = _seed(client, "ops-bench")
-        seed_s = time.perf_counter() - t0
-        text = ""
+        m["seed_s"] = round(time.perf_counter() - t0, 1)
         for r in range(rounds):
             log(f"ops summary: round {r + 1} of {rounds}")
-            plain.append(_plain_get(client, "ops-bench", keys))
+            m["plain"].append(_plain_get(client, "ops-bench", keys))
             cache = Path(tmp) / f"cache-{r}"
-            assert server.process is not None
-            elapsed, cpu, text = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
-            first.append(elapsed)
-            first_cpu.append(cpu)
-            elapsed, cpu, _ = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
-            second.append(elapsed)
-            second_cpu.append(cpu)
-        cache_bytes = sum(p.stat().st_size for p in (Path(tmp) / "cache-0").iterdir())
+            for run_name in ("first", "second"):
+                elapsed, cpu, text = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
+                m[run_name].append(elapsed)
+                m[f"{run_name}_cpu"].append(cpu)
+                m["text"] = text
+        m["cache_bytes"] = sum(p.stat().st_size for p in (Path(tmp) / "cache-0").iterdir())
+    return m
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    rounds = 1 if ctx.quick else max(3, ctx.reps)
+    m = _rounds(rounds)
+    first, second, plain = m["first"], m["second"], m["plain"]
     ratio = summary([f / p for f, p in zip(first, plain, strict=True)], 2)
     share = summary([s / f for s, f in zip(second, first, strict=True)], 3)
-    cpu_share = summary([s / f for s, f in zip(second_cpu, first_cpu, strict=True)], 3)
+    cpu_share = summary([s / f for s, f in zip(m["second_cpu"], m["first_cpu"], strict=True)], 3)
     figures = [
         Figure(BENCH_NO, f"ops summary over {N_RESULTS:,} results, first run (s)", None, "report",
                fmt(summary(first, 2), "s", 2), None, summary(first, 2)),
@@ -156,8 +161,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         Figure(BENCH_NO, "  second run / first run, CPU s (ops + moto)", None, "report", fmt(cpu_share, "", 3),
                None, cpu_share),
     ]
-    details = {"results": N_RESULTS, "workers": WORKERS, "rounds": rounds, "seed_s": round(seed_s, 1),
-               "cache_bytes": cache_bytes, "first_s": summary(first, 3), "second_s": summary(second, 3),
-               "plain_get_s": summary(plain, 3), "first_cpu_s": summary(first_cpu, 3),
-               "second_cpu_s": summary(second_cpu, 3), "summary_output": text}
+    details = {"results": N_RESULTS, "workers": WORKERS, "rounds": rounds, "seed_s": m["seed_s"],
+               "cache_bytes": m["cache_bytes"], "summary_output": m["text"],
+               **{f"{k}_s": summary(m[k], 3) for k in ("first", "second", "plain", "first_cpu", "second_cpu")}}
     return {"figures": figures, "details": details}

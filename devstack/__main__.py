@@ -129,13 +129,13 @@ def _run(stack: LocalStack, args: argparse.Namespace) -> int:
     missing = len(inputs) - len(found)
     print(f"local: {len(found)} of {len(inputs)} results written under s3://{BUCKET}/results/"
           + (f"; {missing} MISSING" if missing else ""))
-    _ops_view(stack, ep)
+    _ops_view(stack, ep, serving=args.serve)
     if args.serve:
         return _serve(stack, ep) or (1 if missing else 0)
     return 0 if not missing else 1
 
 
-def _ops_view(stack: LocalStack, endpoint: str) -> None:
+def _ops_view(stack: LocalStack, endpoint: str, *, serving: bool) -> None:
     """What ops sees of the demo (``python -m ops summary``), and the report it wrote (docs/ops.md)."""
     try:
         from ops.demo import epilogue
@@ -143,7 +143,7 @@ def _ops_view(stack: LocalStack, endpoint: str) -> None:
         print(f"local: no ops summary here ({exc}); install the ops extra")
         return
     epilogue(endpoint, BUCKET, REPO / "build" / "ops-report", queue=QUEUE, env=stack.env,
-             shell_prefix="AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing ")
+             shell_prefix="AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing ", serving=serving)
 
 
 def _serve(stack: LocalStack, endpoint: str) -> int:

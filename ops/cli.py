@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ops import config as cfg
 from ops.load import load
@@ -18,11 +18,17 @@ from ops.text import cell, pct, table
 from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError
 
+if TYPE_CHECKING:
+    # What add_subparsers returns; argparse names no public type for it.
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
 DESCRIPTION = """\
 See what the cameras saw: results summarised, listed and shown one by one, inputs that never
 got a result, the failure queue, and a self-contained HTML report.  Reads the bucket only
 (and the failure queue); needs no server.
 """
+# SigV4 presigned URLs live at most 7 days.
+MAX_PRESIGN_S = 7 * 24 * 3600
 LIST_HEADER = ["processed_at", "camera", "status", "label", "p", "key"]
 
 
@@ -46,10 +52,7 @@ def _duration(text: str, flag: str) -> timedelta:
         raise ConfigError(f"{flag}: {exc}.") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ops", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _summary_parser(sub: Subparsers) -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="counts, label shares, errors, latency, models, low-confidence frames")
     s.add_argument("--since", default="24h", help="window: a duration back from now or an ISO time (default 24h; "
                    "'all' for everything)")
@@ -57,8 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--by", choices=GROUPINGS, help="also break the counts down by this")
     s.add_argument("--margin", type=float, default=0.1,
                    help="low confidence: the positive-class score within this of the threshold (default 0.1)")
+    return s
+
+
+def _missing_parser(sub: Subparsers) -> argparse.ArgumentParser:
     m = sub.add_parser("missing", help="inputs with no result, or whose result predates them")
     m.add_argument("--older-than", default="10m", help="grace for inputs still in flight (default 10m)")
+    return m
+
+
+def _show_parser(sub: Subparsers) -> argparse.ArgumentParser:
+    sh = sub.add_parser("show", help="one result, readably, with presigned links to the frame and clip")
+    sh.add_argument("key", help="the input key (incoming/...) or its result key (results/....json)")
+    sh.add_argument("--expires", type=_seconds(1, MAX_PRESIGN_S), default=3600,
+                    help="presigned link lifetime in seconds (default 3600)")
+    return sh
+
+
+def _list_parser(sub: Subparsers) -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="results, filtered")
     ls.add_argument("--camera", action="append", help="only these cameras (repeatable)")
     ls.add_argument("--label", action="append", help="only these labels (repeatable)")
@@ -69,30 +88,56 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--since", help="processed at or after (duration back from now, or ISO time)")
     ls.add_argument("--until", help="processed before")
     ls.add_argument("--limit", type=int, default=100, help="rows shown, newest first (default 100; 0 for all)")
-    sh = sub.add_parser("show", help="one result, readably, with presigned links to the frame and clip")
-    sh.add_argument("key", help="the input key (incoming/...) or its result key (results/....json)")
-    sh.add_argument("--expires", type=int, default=3600, help="presigned link lifetime in seconds (default 3600)")
+    return ls
+
+
+def _failures_parser(sub: Subparsers) -> argparse.ArgumentParser:
     f = sub.add_parser("failures", help="what sits in the failure (dead-letter) queue; --redrive sends it back")
     f.add_argument("--queue", help="the source queue, name or URL; its RedrivePolicy names the DLQ (env QUEUE_URL)")
     f.add_argument("--dlq", help="the dead-letter queue, name or URL (env DLQ_URL)")
-    f.add_argument("--visibility", type=int, default=30,
+    f.add_argument("--visibility", type=_seconds(0, 43_200), default=30,
                    help="seconds the messages stay hidden while read; they are released at the end (default 30)")
-    f.add_argument("--max", type=int, default=100, help="messages read at most (default 100)")
+    f.add_argument("--max", type=_seconds(1, 100_000), default=100, help="messages read at most (default 100)")
     f.add_argument("--redrive", action="store_true", help="send them back to the source queue")
+    return f
+
+
+def _report_parser(sub: Subparsers) -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a static, self-contained HTML page")
     where = r.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="write DIR/index.html")
     where.add_argument("--to", metavar="s3://BUCKET/PREFIX/", help="upload index.html there; prints a presigned link")
     r.add_argument("--since", default="7d", help="window (default 7d; 'all' for everything)")
     r.add_argument("--older-than", default="10m", help="grace for the missing-results list (default 10m)")
-    r.add_argument("--max-cards", type=int, default=400, help="frames shown with thumbnails, newest first "
-                   "(default 400)")
+    r.add_argument("--max-cards", type=_seconds(0, 100_000), default=400,
+                   help="frames shown with thumbnails, newest first (default 400)")
     r.add_argument("--links", choices=("presigned", "relative"),
                    help="links to annotated clips: presigned (default; open without credentials until they "
                    "expire) or relative to the report (a report in the same, publicly readable bucket)")
-    r.add_argument("--expires", type=int, default=7 * 24 * 3600, help="presigned link lifetime (default 7 days)")
-    for parser in (s, m, ls, sh, f, r):
-        cfg.add_common(parser)
+    r.add_argument("--expires", type=_seconds(1, MAX_PRESIGN_S), default=MAX_PRESIGN_S,
+                   help="presigned link lifetime in seconds (default and most: 7 days)")
+    return r
+
+
+def _seconds(low: int, high: int) -> Any:
+    """An argparse type: a whole number within [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ops", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for make in (_summary_parser, _missing_parser, _list_parser, _show_parser, _failures_parser, _report_parser):
+        cfg.add_common(make(sub))  # in this order in --help
     return p
 
 

@@ -94,7 +94,8 @@ def fast_timestamp(value: str) -> datetime:
     except ValueError:
         from botocore.utils import parse_timestamp
 
-        return parse_timestamp(value)
+        parsed: datetime = parse_timestamp(value)
+        return parsed
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

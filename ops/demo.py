@@ -17,8 +17,9 @@ from ops.cli import main
 
 
 def epilogue(endpoint_url: str, bucket: str, report_dir: Path, *, queue: str | None = None,
-             env: Mapping[str, str] | None = None, shell_prefix: str = "", out: TextIO | None = None) -> int:
-    """Print ``ops summary`` and write the report; print the commands to run them again.
+             env: Mapping[str, str] | None = None, shell_prefix: str = "", serving: bool = True,
+             out: TextIO | None = None) -> int:
+    """Print ``ops summary`` and write the report; while the stack keeps serving, print more commands.
 
     ``shell_prefix`` goes before each printed command (the local stack's dummy credentials).
     """
@@ -33,6 +34,10 @@ def epilogue(endpoint_url: str, bucket: str, report_dir: Path, *, queue: str | N
         report = json.loads(where.getvalue())
         out.write(f"\nops: report with {report['cards']} frame cards, {report['clips']} clip(s), {report['errors']} "
                   f"error(s), {report['missing']} missing: open {report['open']}\n")
+    if not serving:
+        out.write("ops: (the local stack stops now, so the report's clip links stop working; ARGS=--serve keeps "
+                  "them, and prints the ops commands to run against it)\n")
+        return code
     args = f"--bucket {bucket} --endpoint-url {endpoint_url}"
     out.write(f"ops: more: {shell_prefix}.venv/bin/python -m ops missing --older-than 0s {args}\n")
     if queue:

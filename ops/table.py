@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
 
 from ops.records import Record, parse_time
 from shared.cameras import CameraRule
@@ -37,13 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def filesystem(s3: S3Settings) -> Any:
-    from pyarrow import fs
+    """The batch job's own pyarrow S3 filesystem (the same endpoint, region and retries it writes with)."""
+    from batch.table import filesystem as batch_filesystem
 
-    kwargs: dict[str, Any] = {"region": s3.region} if s3.region else {}
-    if s3.endpoint_url:
-        url = urlparse(s3.endpoint_url)
-        kwargs.update(endpoint_override=url.netloc or url.path, scheme=url.scheme or "https")
-    return fs.S3FileSystem(**kwargs)
+    return batch_filesystem(s3)
 
 
 def _rows(fs: Any, bucket: str, prefix: str) -> list[dict[str, Any]] | None:

@@ -239,6 +239,34 @@ def test_table_is_read_instead_when_asked_and_fresh(world: World) -> None:
                                          Key=f"tables/results/model_version={world.version}/part-00000.parquet")
 
 
+@pytest.mark.batch
+def test_the_batch_jobs_own_table_rows_are_read(world: World) -> None:
+    """Rows made by batch.table from the same result documents, written as the batch job writes them."""
+    from batch.table import part_path, row_for, write_part
+    from functions.events import ObjectRef
+    from functions.results import Outcome, Status
+    from ops.table import filesystem
+    from shared.config import S3Settings
+
+    _, objects = run_json(world, "summary", "--source", "objects", "--by", "camera")
+    rows = []
+    for result_key in (o.key for o in world.store.list("results/") if o.key.endswith(".json")):
+        doc = world.store.get_json(result_key)
+        outcome = Outcome(ObjectRef(world.bucket, doc["source"]["key"]), Status(doc["status"]), result_key, doc)
+        rows.append(row_for(outcome, "ignored", ["bus", "car"], run_id="run-1",
+                            scored_at=datetime.now(timezone.utc), attempts=1, worker="w"))
+    fs = filesystem(S3Settings(world.endpoint, "us-east-1"))
+    path = part_path(world.bucket, "tables/results/", world.version, "run-1", 0)
+    write_part(fs, path, rows, ["bus", "car"])
+    try:
+        _, table = run_json(world, "summary", "--source", "table", "--by", "camera")
+        assert table["source"]["from_table"] == 8 and table["source"]["fetched"] == 0
+        for field in ("results", "status", "labels", "errors", "kinds", "models", "groups"):
+            assert table[field] == objects[field], field
+    finally:
+        world.store.client.delete_object(Bucket=world.bucket, Key=path.split("/", 1)[1])
+
+
 def test_without_a_table_the_objects_are_read(world: World) -> None:
     _, s = run_json(world, "summary", "--source", "table")
     assert s["source"]["from_table"] == 0 and s["source"]["fetched"] == 8
@@ -268,6 +296,9 @@ def test_demo_epilogue_prints_the_summary_and_where_the_report_is(world: World, 
     assert "status: ok 7, error 1" in text and "NotAnImageError" in text
     assert f"open {(tmp_path / 'report' / 'index.html').as_uri()}" in text
     assert "2 missing" in text and "ops failures --queue cctv-frames" in text
+    out = io.StringIO()
+    epilogue(world.endpoint, world.bucket, tmp_path / "report", queue="cctv-frames", serving=False, out=out)
+    assert "ops failures" not in out.getvalue() and "ARGS=--serve" in out.getvalue()
 
 
 def test_credentials_come_from_the_env_it_is_given(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
