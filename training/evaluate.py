@@ -1,9 +1,12 @@
 """``python -m training.evaluate``: score a bundle on labelled frames through the serving path.
 
-Every frame takes the function's own steps: the size-checked GET, ``shared.imaging.decode_image``
-with the function's limits, the ONNX backbone and head in ``shared.runtime.Classifier``, and the
-bundle's stored threshold through ``shared.decision``.  So the labels here are the labels the
-function would write, and no TensorFlow is needed.  The evaluation goes to
+Every frame goes through the function's own ``functions.service.ClassifyService`` with the
+function's settings from the environment (decode limits and budget): the size-checked GET,
+``shared.imaging.decode_image``, batched inference with the ONNX backbone and head in
+``shared.runtime.Classifier``, and the bundle's stored threshold through ``shared.decision``.
+The labels scored are read from the result documents it writes (under a scratch prefix,
+``cache/evaluation-results/<version>/<name>/``), so they are the function's labels by
+construction, and no TensorFlow is needed.  The evaluation goes to
 ``<model-prefix><version>/evaluation/<name>/`` in the bucket (``--bundle DIR``: ``DIR/evaluation/<name>/``).
 """
 
@@ -22,19 +25,23 @@ from typing import Any
 
 import numpy as np
 
+from functions.events import ObjectRef
+from functions.service import ClassifyService
 from shared import bundle
-from shared.config import DecodeLimits, S3Settings, normalise_prefix
+from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
 from training import eval_report
 from training.dataset import Dataset, Item, list_dataset
-from training.features import Unreadable, decoded_frames
+from training.features import Unreadable
 from training.metrics import fold_metrics
 from training.threshold import curves
 
-BATCH = 16
+CHUNK = 256  # frames handed to the service at a time (it batches inference itself)
 TOP_N = 12
+# Where the function's result documents for an evaluation go: <this><version>/<name>/<key>.json.
+RESULTS_SCRATCH = "cache/evaluation-results/"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +54,13 @@ class EvalConfig:
     model_prefix: str
     name: str
     camera_regex: str | None
-    limits: DecodeLimits
-    workers: int
+    function: FunctionSettings  # the function's own settings (limits, decode budget), from the environment
     out: Path | None
     top_n: int = TOP_N
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return self.function.limits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +117,9 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str],
     return EvalConfig(bucket=bucket, prefix=prefix, s3=S3Settings(args.endpoint_url or s3.endpoint_url,
                                                                     args.region or s3.region),
                       model=args.model, bundle_dir=args.bundle, model_prefix=normalise_prefix(args.model_prefix),
-                      name=name, camera_regex=args.camera_regex, limits=DecodeLimits.from_env(env),
-                      workers=args.workers, out=args.out, top_n=args.top)
+                      name=name, camera_regex=args.camera_regex,
+                      function=dataclasses.replace(FunctionSettings.from_env(env), max_workers=args.workers),
+                      out=args.out, top_n=args.top)
 
 
 def utcnow() -> dt.datetime:
@@ -119,7 +130,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     try:
         config = config_from_args(argv, env, utcnow)
-        store = ObjectStore(make_client(config.s3, max_pool_connections=config.workers * 2), config.bucket)
+        store = ObjectStore(make_client(config.s3, max_pool_connections=config.function.max_workers * 2), config.bucket)
         with tempfile.TemporaryDirectory(prefix="cctv-eval-") as tmp:
             model = load_model(store, config, Path(tmp))
             result = run(config, store, model)
@@ -154,7 +165,8 @@ def load_version(store: ObjectStore, model_prefix: str, version: str, sha: str |
 
 def run(config: EvalConfig, store: ObjectStore, model: LoadedModel) -> dict[str, Any]:
     dataset = list_dataset(store, config.prefix, group_by=config.camera_regex)
-    evaluation = evaluate(dataset, store, model, limits=config.limits, workers=config.workers, top_n=config.top_n,
+    settings = service_settings(config.function, dataset.prefix, model.version, config.name)
+    evaluation = evaluate(dataset, store, model, settings=settings, top_n=config.top_n,
                           camera_regex=config.camera_regex)
     evaluation["name"] = config.name
     written = eval_report.write(evaluation, store, model.destination(config.name), config.out, limits=config.limits,
@@ -162,14 +174,23 @@ def run(config: EvalConfig, store: ObjectStore, model: LoadedModel) -> dict[str,
     return {"evaluation": evaluation, "markdown": eval_report.markdown(evaluation), "written_to": written}
 
 
-def evaluate(dataset: Dataset, store: ObjectStore, model: LoadedModel, *, limits: DecodeLimits, workers: int = 8,
+def service_settings(base: FunctionSettings, prefix: str, version: str, name: str) -> FunctionSettings:
+    """The function's settings (limits, decode budget, workers), reading ``prefix`` and writing to a scratch prefix."""
+    try:
+        return dataclasses.replace(base, input_prefix=prefix, results_prefix=f"{RESULTS_SCRATCH}{version}/{name}/",
+                                   role="all")
+    except ConfigError as exc:
+        raise ConfigError(f"--prefix {prefix!r} cannot be evaluated: {exc.message}") from None
+
+
+def evaluate(dataset: Dataset, store: ObjectStore, model: LoadedModel, *, settings: FunctionSettings,
              top_n: int = TOP_N, camera_regex: str | None = None) -> dict[str, Any]:
     """Score every labelled frame; the figures, the sweep and the keys worth a look."""
     clf = model.classifier
     manifest = clf.manifest
     unknown = sorted({i.label for i in dataset.items} - set(manifest.classes))
     items = [i for i in dataset.items if i.label in manifest.classes]
-    scored, unreadable = score(items, store, clf, limits=limits, workers=workers)
+    scored, unreadable = score(items, store, clf, settings=settings)
     base = {"model": {"version": model.version, "where": model.where, "classes": manifest.classes,
                       "positive_class": manifest.positive_class, "threshold": manifest.threshold,
                       "weights": manifest.weights_source},
@@ -189,37 +210,40 @@ def evaluate(dataset: Dataset, store: ObjectStore, model: LoadedModel, *, limits
     return base | found
 
 
-def score(items: Sequence[Item], store: ObjectStore, clf: Classifier, *, limits: DecodeLimits,
-          workers: int) -> tuple[list[Scored], list[Unreadable]]:
-    """Download, decode and classify in batches; bad input is collected, never raised."""
+def score(items: Sequence[Item], store: ObjectStore, clf: Classifier, *,
+          settings: FunctionSettings) -> tuple[list[Scored], list[Unreadable]]:
+    """Classify through the function's own service; its result documents give the labels.
+
+    ``ClassifyService`` downloads, decodes, batches and labels each frame exactly as the
+    function does and writes the function's result document (to the scratch results
+    prefix of ``settings``); bad input ends in an error result, counted here, never raised.
+    """
+    service = ClassifyService(settings, lambda bucket: store, clf)
     scored: list[Scored] = []
     unreadable: list[Unreadable] = []
-    batch: list[tuple[Item, np.ndarray]] = []
-
-    def flush() -> None:
-        predictions = clf.predict(np.stack([frame for _, frame in batch]))
-        scored.extend(_scored(item, p, clf) for (item, _), p in zip(batch, predictions, strict=True))
-        batch.clear()
-
-    for item, (frame, failure, _) in decoded_frames(items, store, clf.input_size, limits, workers, BATCH * 3):
-        if failure is not None:
-            unreadable.append(failure)
-            continue
-        batch.append((item, frame))  # type: ignore[arg-type]
-        if len(batch) == BATCH:
-            flush()
-    if batch:
-        flush()
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start:start + CHUNK]
+        refs = [ObjectRef(store.bucket, item.key, item.etag, item.size) for item in chunk]
+        for item, outcome in zip(chunk, service.run(refs), strict=True):
+            result = outcome.result or {}
+            if result.get("status") == "ok":
+                scored.append(_scored(item, result, clf))
+            elif result.get("error"):
+                unreadable.append(Unreadable(item.key, result["error"]["type"], result["error"]["message"]))
+            else:  # a transient fault the function would retry
+                why = outcome.error or outcome.status.value
+                unreadable.append(Unreadable(item.key, type(why).__name__ if outcome.error else "failed", str(why)))
     return scored, unreadable
 
 
-def _scored(item: Item, prediction: Any, clf: Classifier) -> Scored:
+def _scored(item: Item, result: dict[str, Any], clf: Classifier) -> Scored:
     m = clf.manifest
+    probabilities = {c: float(p) for c, p in result["probabilities"].items()}
     if m.positive_class is not None and m.threshold is not None and len(m.classes) == 2:
-        confidence = abs(prediction.probabilities[m.positive_class] - m.threshold)
+        confidence = abs(probabilities[m.positive_class] - m.threshold)
     else:
-        confidence = max(prediction.probabilities.values())
-    return Scored(item.key, item.label, prediction.label, prediction.probabilities, round(confidence, 6), item.group)
+        confidence = max(probabilities.values())
+    return Scored(item.key, item.label, str(result["label"]), probabilities, round(confidence, 6), item.group)
 
 
 def figures(scored: list[Scored], classes: list[str], positive: str | None, threshold: float | None,

@@ -116,15 +116,6 @@ def _batch_sizes(batch_size: int) -> Iterator[int]:
         yield batch_size
 
 
-Decoded = tuple[np.ndarray | None, Unreadable | None, float]
-
-
-def decoded_frames(items: Sequence[Item], store: ObjectStore, size: tuple[int, int], limits: DecodeLimits,
-                   workers: int, window: int) -> Iterator[tuple[Item, Decoded]]:
-    """(item, (frame or None, why it is unreadable or None, seconds)) in item order, downloads overlapped."""
-    return _ordered(items, store, size, limits, workers, window)
-
-
 def _ordered(items: Sequence[Item], store: ObjectStore, size: tuple[int, int], limits: DecodeLimits,
              workers: int, window: int) -> Iterator[tuple[Item, tuple[np.ndarray | None, Unreadable | None, float]]]:
     """Results in item order, with at most ``window`` downloads in flight."""

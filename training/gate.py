@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from shared import bundle
-from shared.config import DecodeLimits
+from shared.config import DecodeLimits, FunctionSettings
 from shared.errors import BundleNotFoundError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
 from training import eval_report
 from training.dataset import list_dataset
-from training.evaluate import LoadedModel, evaluate, load_version
+from training.evaluate import LoadedModel, evaluate, load_version, service_settings
 
 METRICS = ("accuracy", "roc_auc")
 DEFAULT_MARGIN = 0.01
@@ -77,7 +77,9 @@ def run(store: ObjectStore, model_prefix: str, test_prefix: str, bundle_dir: Pat
     dataset = list_dataset(store, test_prefix)
     manifest = bundle.Manifest(manifest_doc)
     new_model = LoadedModel(Classifier(bundle_dir, manifest), manifest.version, "this run", lambda name: name)
-    new = evaluate(dataset, store, new_model, limits=limits, workers=workers)
+    settings = FunctionSettings(limits=limits, max_workers=workers)
+    new = evaluate(dataset, store, new_model, settings=service_settings(settings, test_prefix, manifest.version,
+                                                                         "gate-new"))
     previous = None
     with tempfile.TemporaryDirectory(prefix="cctv-gate-") as tmp:
         try:
@@ -86,7 +88,8 @@ def run(store: ObjectStore, model_prefix: str, test_prefix: str, bundle_dir: Pat
             version = None
         if version is not None:
             old = load_version(store, model_prefix, version, sha, Path(tmp))
-            previous = evaluate(dataset, store, old, limits=limits, workers=workers)
+            previous = evaluate(dataset, store, old, settings=service_settings(settings, test_prefix,
+                                                                                 manifest.version, "gate-previous"))
     promote, reason = decide(new["metrics"], None if previous is None else previous["metrics"], margin=margin,
                              forced=forced)
     return GateResult(promote, forced, reason, test_prefix, margin, new, previous)
