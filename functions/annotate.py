@@ -11,8 +11,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from shared.decision import decide
 from shared.imaging import RESIZE_FILTER
 
 # Label text, bar fill above and below the threshold, and the box behind them.
@@ -28,6 +30,8 @@ X264_OPTIONS = {"preset": "veryfast", "crf": "23"}
 PIXEL_FORMAT = "yuv420p"
 # Labels x 101 percentages x bar widths: a few hundred badges cover nearly every clip.
 BADGE_CACHE = 1024
+# The bar's class against everything else, as a binary head for shared.decision.
+_BAR_CLASSES = ("rest", "bar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +69,20 @@ class Badge:
     def of(cls, overlay: Overlay, *, label: str, probability: float, bar_value: float | None,
            bar_name: str | None, threshold: float | None) -> Badge:
         bar_px = None if bar_value is None else round(overlay.bar_width * min(max(bar_value, 0.0), 1.0))
-        hot = bar_value is not None and bar_value >= (threshold if threshold is not None else 0.5)
-        return cls(label, round(100 * probability), bar_name, bar_px, hot)
+        return cls(label, round(100 * probability), bar_name, bar_px, bar_is_hot(bar_value, threshold))
+
+
+def bar_is_hot(bar_value: float | None, threshold: float | None) -> bool:
+    """Whether the bar's class wins, by the project's one labelling rule (``shared.decision``).
+
+    The bar's class is scored against the rest (``1 - bar_value``) at the head's threshold, or
+    at even odds when the head has none (a multi-class head's top class): for a binary head
+    the bar turns hot exactly where the function's label becomes the positive class.
+    """
+    if bar_value is None:
+        return False
+    probs = np.array([1.0 - bar_value, bar_value])
+    return decide(probs, _BAR_CLASSES, _BAR_CLASSES[1], 0.5 if threshold is None else threshold) == 1
 
 
 def render_badge(overlay: Overlay, badge: Badge, threshold: float | None) -> Image.Image:

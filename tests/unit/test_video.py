@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.annotate import BOX, HOT, Overlay, draw_overlay, even_size, pad_to_even
+from functions.annotate import BOX, HOT, Overlay, bar_is_hot, draw_overlay, even_size, pad_to_even
 from functions.events import is_video_key
 from functions.video.__main__ import parse_s3_bundle
 from functions.video.pipeline import Pipeline, Timer, run_frames
@@ -314,6 +314,19 @@ def test_overlay_is_drawn_readably_and_stays_small(size: tuple[int, int]) -> Non
     assert (badge == BOX).all(axis=2).mean() > 0.3  # a dark box behind the text
     assert (badge > 240).all(axis=2).sum() > 20  # white text on it
     assert (np.abs(badge.astype(int) - HOT).sum(axis=2) < 30).sum() > 10  # above threshold: the hot bar
+
+
+@pytest.mark.parametrize(("value", "threshold", "hot"), [
+    (0.42, 0.42, True), (0.4199, 0.42, False), (0.3, 0.25, True),  # the head's threshold, inclusive
+    (0.5, None, True), (0.49, None, False),  # no threshold: even odds
+    (None, 0.5, False)])
+def test_the_bar_is_hot_where_the_labelling_rule_says(value: float | None, threshold: float | None,
+                                                     hot: bool) -> None:
+    from shared.decision import decide
+
+    assert bar_is_hot(value, threshold) is hot
+    if value is not None and threshold is not None:  # the same answer as the function's label
+        assert (decide(np.array([1 - value, value]), ["bus", "car"], "car", threshold) == 1) is hot
 
 
 def test_even_dimensions_for_yuv420p() -> None:
