@@ -113,7 +113,7 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Batc
     settings = dataclasses.replace(
         function, model_bucket=bucket, input_prefix=args.input_prefix or function.input_prefix,
         s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
-        max_workers=args.download_threads)
+        max_workers=args.download_threads, role="all")  # FUNCTION_ROLE splits deployments; a batch takes every input
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     if since and until and since >= until:
         raise ConfigError("--since must be before --until.")

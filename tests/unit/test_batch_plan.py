@@ -107,11 +107,12 @@ def test_window_by_last_modified() -> None:
 
 def test_flags_fall_back_to_the_environment_like_training_fit(tmp_path: Path) -> None:
     env = {"BUCKET": "bkt", "S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1",
-           "INPUT_PREFIX": "frames", "MAX_IMAGE_BYTES": "1000"}
+           "INPUT_PREFIX": "frames", "MAX_IMAGE_BYTES": "1000", "FUNCTION_ROLE": "frames"}
     cfg = config_from_args(["--since", "2026-11-01", "--camera-regex", "cam\\d+"], env)
     assert cfg.cameras.camera("frames/x_cam7_1.jpg") == "cam7"
     assert (cfg.bucket, cfg.s3.endpoint_url, cfg.s3.region) == ("bkt", "http://127.0.0.1:9", "eu-west-1")
     assert cfg.settings.input_prefix == "frames/" and cfg.settings.limits.max_bytes == 1000
+    assert cfg.settings.role == "all"  # frames and clips alike, whatever the function's deployment split
     assert cfg.since == datetime(2026, 11, 1, tzinfo=timezone.utc) and cfg.model == "latest"
     assert cfg.results_table == "tables/results/" and cfg.settings.model_bucket == "bkt"
     with pytest.raises(ConfigError, match="--bucket"):
