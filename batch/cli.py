@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shared.cameras import CameraRule
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
 
@@ -32,7 +32,7 @@ class BatchConfig:
     bucket: str
     settings: FunctionSettings  # the function's settings, with this run's bucket, prefixes and store
     model: str  # "latest" or a version
-    camera_regex: re.Pattern[str] | None
+    cameras: CameraRule  # how a key names its camera (shared with python -m ops)
     master: str
     since: datetime | None
     until: datetime | None
@@ -113,7 +113,7 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Batc
     settings = dataclasses.replace(
         function, model_bucket=bucket, input_prefix=args.input_prefix or function.input_prefix,
         s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
-        max_workers=args.download_threads)
+        max_workers=args.download_threads, role="all")  # FUNCTION_ROLE splits deployments; a batch takes every input
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     if since and until and since >= until:
         raise ConfigError("--since must be before --until.")
@@ -121,20 +121,12 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Batc
 
     return BatchConfig(
         bucket=bucket, settings=settings, model=args.model.strip() or "latest",
-        camera_regex=_regex(args.camera_regex), master=args.master, since=since, until=until, keys_file=args.keys,
+        cameras=CameraRule(settings.input_prefix, args.camera_regex or None), master=args.master, since=since,
+        until=until, keys_file=args.keys,
         table_prefix=normalise_prefix(args.table_prefix), frames_per_task=args.frames_per_task,
         download_threads=args.download_threads, retries=args.retries, summary_out=args.summary_out,
         cache_dir=args.cache_dir or str(Path(tempfile.gettempdir()) / "cctv-batch-model"),
         verbose=args.verbose, progress=not args.no_progress)
-
-
-def _regex(pattern: str | None) -> re.Pattern[str] | None:
-    if not pattern:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"--camera-regex {pattern!r} is not a valid regular expression ({exc}).") from None
 
 
 def _when(text: str | None, flag: str) -> datetime | None:

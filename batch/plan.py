@@ -12,7 +12,7 @@ import gzip
 import io
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +20,10 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from functions.service import is_final
+from shared.cameras import CameraRule
 from shared.errors import ConfigError
 from shared.storage import ObjectStore, translate
 
-NO_CAMERA = "_"  # frames straight under the input prefix, or no regex match
 WAVES = 4  # tasks per core in a job smaller than --frames-per-task allows
 MIN_FRAMES_PER_TASK = 50  # below this, a task's fixed costs (Arrow set-up, its Parquet part) start to show
 _ETAG_RE = re.compile(r'^"?[0-9a-fA-F]{32}(-\d+)?"?$')
@@ -45,21 +45,6 @@ class Listed:
     etag: str | None
     size: int | None
     modified: datetime | None = None
-
-
-# -- cameras ------------------------------------------------------------------------
-
-
-def camera_of(key: str, input_prefix: str, regex: re.Pattern[str] | None = None) -> str:
-    """The camera a key belongs to: the regex's first group (or match) below the prefix, else its first folder."""
-    rest = key[len(input_prefix):] if key.startswith(input_prefix) else key
-    if regex is not None:
-        match = regex.search(rest)
-        if match is None:
-            return NO_CAMERA
-        return (match.group(1) if match.groups() else match.group(0)) or NO_CAMERA
-    head, sep, _ = rest.partition("/")
-    return head if sep and head else NO_CAMERA
 
 
 # -- listing ------------------------------------------------------------------------
@@ -237,13 +222,15 @@ def contiguous(items: Sequence[Item], n: int) -> list[list[Item]]:
     return out
 
 
-def to_items(listed: Iterable[Listed], input_prefix: str, regex: re.Pattern[str] | None,
-             camera: Callable[[str, str, re.Pattern[str] | None], str] = camera_of) -> tuple[list[Item], int]:
-    """Items under the input prefix (sorted by camera, then key), and how many keys were outside it."""
+def to_items(listed: Iterable[Listed], cameras: CameraRule) -> tuple[list[Item], int]:
+    """Items under the input prefix (sorted by camera, then key), and how many keys were outside it.
+
+    The camera comes from :mod:`shared.cameras`, the rule ``python -m ops`` uses too.
+    """
     inside, outside = [], 0
     for item in listed:
-        if not item.key.startswith(input_prefix) or item.key.endswith("/"):
+        if not item.key.startswith(cameras.input_prefix) or item.key.endswith("/"):
             outside += 1
             continue
-        inside.append(Item(item.key, item.etag, item.size, camera(item.key, input_prefix, regex)))
+        inside.append(Item(item.key, item.etag, item.size, cameras.camera(item.key)))
     return sorted(inside, key=lambda i: (i.camera, i.key)), outside

@@ -180,7 +180,8 @@ def _count(stats: dict[str, Any], row: Mapping[str, Any] | None, run_id: str) ->
         stats["error_types"]["NotScored"] += 1
         return
     status = str(row.get("status"))
-    stats[status if status in ("ok", "error", "skipped") else "failed"] += 1
+    # "ignored" (an input the core leaves alone) is no failure; anything else unknown is.
+    stats[{"ok": "ok", "error": "error", "skipped": "skipped", "ignored": "skipped"}.get(status, "failed")] += 1
     if status == "ok" and row.get("label"):
         stats["labels"][str(row["label"])] += 1
     if row.get("error_type"):

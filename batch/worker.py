@@ -35,9 +35,10 @@ INPUT_SCHEMA = "key string, etag string, size long, camera string"
 STATS_SCHEMA = ("partition int, attempt int, frames long, ok long, error long, failed long, reused long, "
                 "worker string, bundle_loads long, peak_rss_mb double, seconds double, cpu_seconds double")
 # Frames handed to the core per call (its inference batch).  The core would batch up to 32,
-# but MobileNetV2's activations for 32 frames hold a Python worker at 480 MB; 8 frames peak
-# at 230 MB and score as fast (measured in a plain process on 64 kit photos; bench 9 measures it in Spark).
-CHUNK = 8
+# but MobileNetV2's activations for 32 frames hold a Python worker at 480 MB.  Measured in a
+# plain process on 960x576 frames: 32 -> 482 MB, 8 -> 231 MB, 4 -> 190 MB at the same CPU per
+# frame; 4 also keeps a Spark worker under 400 MB on 5-15 MP photos (up to 433 MB at 8).
+CHUNK = 4
 
 
 @dataclasses.dataclass(frozen=True)

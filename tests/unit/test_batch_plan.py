@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from batch import plan
 from batch.cli import config_from_args
 from batch.plan import Item, Listed
+from shared.cameras import NO_CAMERA, CameraRule
 from shared.errors import ConfigError
 
 pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
@@ -21,13 +21,14 @@ ETAG = "0123456789abcdef0123456789abcdef"
 
 @pytest.mark.parametrize(("key", "regex", "camera"), [
     ("incoming/cam1/2026/01.jpg", None, "cam1"),
-    ("incoming/01.jpg", None, plan.NO_CAMERA),
+    ("incoming/01.jpg", None, NO_CAMERA),
     ("incoming/site-7/cam-3/01.jpg", r"^([^/]+/[^/]+)/", "site-7/cam-3"),
     ("incoming/x_cam12_0001.jpg", r"cam\d+", "cam12"),
-    ("incoming/nomatch.jpg", r"cam\d+", plan.NO_CAMERA),
+    ("incoming/nomatch.jpg", r"cam\d+", NO_CAMERA),
 ])
-def test_camera_of(key: str, regex: str | None, camera: str) -> None:
-    assert plan.camera_of(key, "incoming/", re.compile(regex) if regex else None) == camera
+def test_items_take_their_camera_from_the_shared_rule(key: str, regex: str | None, camera: str) -> None:
+    items, _ = plan.to_items([Listed(key, ETAG, 1)], CameraRule("incoming/", regex))
+    assert items[0].camera == camera
 
 
 def test_plain_key_list_skips_blanks_comments_and_duplicates(tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_slices_are_contiguous_and_sized_for_the_cluster() -> None:
 def test_to_items_sorts_by_camera_and_leaves_out_keys_outside_the_prefix() -> None:
     listed = [Listed("incoming/b/1.jpg", ETAG, 1), Listed("incoming/a/2.jpg", ETAG, 1), Listed("other/x.jpg", ETAG, 1),
               Listed("incoming/a/", ETAG, 0)]
-    items, outside = plan.to_items(listed, "incoming/", None)
+    items, outside = plan.to_items(listed, CameraRule("incoming/"))
     assert [(i.camera, i.key) for i in items] == [("a", "incoming/a/2.jpg"), ("b", "incoming/b/1.jpg")]
     assert outside == 2
 
@@ -106,10 +107,12 @@ def test_window_by_last_modified() -> None:
 
 def test_flags_fall_back_to_the_environment_like_training_fit(tmp_path: Path) -> None:
     env = {"BUCKET": "bkt", "S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1",
-           "INPUT_PREFIX": "frames", "MAX_IMAGE_BYTES": "1000"}
+           "INPUT_PREFIX": "frames", "MAX_IMAGE_BYTES": "1000", "FUNCTION_ROLE": "frames"}
     cfg = config_from_args(["--since", "2026-11-01", "--camera-regex", "cam\\d+"], env)
+    assert cfg.cameras.camera("frames/x_cam7_1.jpg") == "cam7"
     assert (cfg.bucket, cfg.s3.endpoint_url, cfg.s3.region) == ("bkt", "http://127.0.0.1:9", "eu-west-1")
     assert cfg.settings.input_prefix == "frames/" and cfg.settings.limits.max_bytes == 1000
+    assert cfg.settings.role == "all"  # frames and clips alike, whatever the function's deployment split
     assert cfg.since == datetime(2026, 11, 1, tzinfo=timezone.utc) and cfg.model == "latest"
     assert cfg.results_table == "tables/results/" and cfg.settings.model_bucket == "bkt"
     with pytest.raises(ConfigError, match="--bucket"):
