@@ -107,12 +107,15 @@ def keras_mode(backbone: str, weights: str, frame_path: str, head_path: str) -> 
 
     from shared.backbones import get_backbone
     from shared.imaging import decode_image
+    from training import head_input
     from training.keras_backbone import build_model, keras_home, resolve_weights
 
     spec = get_backbone(backbone)
     choice = resolve_weights(spec, weights, home=keras_home(os.environ), seed=42)
     t_import = time.time()
-    model = build_model(spec, choice, seed=42)  # imports keras + TensorFlow
+    # The head's input as training.fit's default makes it (the ImageNet groups when the weights have a top).
+    kind = head_input.resolve("auto", choice.include_top)
+    model = build_model(spec, choice, seed=42, head_input=kind)  # imports keras + TensorFlow
     t_model = time.time()
     import lightgbm
 
@@ -124,7 +127,7 @@ def keras_mode(backbone: str, weights: str, frame_path: str, head_path: str) -> 
     features = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
     prob = float(np.ravel(head.predict(features))[0])
     t_done = time.time()
-    return {"mode": "keras", "ok": features.shape[-1] == spec.feature_dim, "probability": prob, "t_main": T_MAIN,
+    return {"mode": "keras", "ok": features.shape[-1] == head.num_feature(), "probability": prob, "t_main": T_MAIN,
             "t_start": t0, "t_import_done": t_import, "t_result": t_done, "import_s": t_import - t0,
             "phases_s": {"build_model_incl_tf_import": t_model - t_import, "load_head": t_head - t_model,
                          "decode_predict_head": t_done - t_head}}
