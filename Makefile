@@ -54,7 +54,7 @@ bench: venv
 package: venv
 	bash scripts/ci_package_check.sh
 
-# Batch scoring on Spark (issue 11): the code zip for --py-files and the packed environment for
+# Batch scoring on Spark: the code zip for --py-files and the packed environment for
 # --archives (build/batch/), then a spark-submit on local[2] that uses exactly those (needs Java 17).
 batch-dist: venv
 	$(PY) -m batch.dist
@@ -65,7 +65,7 @@ batch-submit-check: batch-dist
 clean:
 	rm -rf $(VENV) $(RT_VENV) .pytest_cache build
 
-# Fault soak of the local stack (issue 10): every input gets exactly one result under S3 faults,
+# Fault soak of the local stack: every input gets exactly one result under S3 faults,
 # a worker SIGKILL, duplicates and poison messages. CI: make soak ARGS="--frames 150".
 soak: venv
 	$(PY) -m devstack.soak $(ARGS)
