@@ -23,6 +23,8 @@ server, from /proc), which the load does not change: what the cache saves in wor
 
 from __future__ import annotations
 
+import argparse
+import cProfile
 import io
 import os
 import tempfile
@@ -42,10 +44,10 @@ WORKERS = 16
 TARGET_CACHED_SHARE = 0.10
 
 
-def _doc(i: int, now: datetime) -> dict[str, Any]:
+def _doc(i: int, now: datetime, n: int = N_RESULTS) -> dict[str, Any]:
     """A result document as functions.service writes one for a frame (every field, real names)."""
     key = f"incoming/cam{i % CAMERAS:02d}/{now:%Y/%m/%d}/frame_{i:06d}.jpg"
-    when = now - timedelta(seconds=8 * (N_RESULTS - i))
+    when = now - timedelta(seconds=8 * (n - i))
     base = {"schema_version": 1, "kind": "frame", "batch_size": 8,
             "source": {"bucket": "ops-bench", "key": key, "etag": f"{i:032x}", "size": 180_000 + i,
                        "version_id": None},
@@ -65,20 +67,20 @@ def _doc(i: int, now: datetime) -> dict[str, Any]:
                              {"class": "school_bus", "probability": 0.05}]}
 
 
-def _seed(client: Any, bucket: str) -> list[str]:
+def _seed(client: Any, bucket: str, n: int = N_RESULTS) -> list[str]:
     from functions.results import encode_result
 
     now = datetime.now(timezone.utc)
     client.create_bucket(Bucket=bucket)
 
     def put(i: int) -> str:
-        doc = _doc(i, now)
+        doc = _doc(i, now, n)
         key = "results/" + doc["source"]["key"].removeprefix("incoming/") + ".json"
         client.put_object(Bucket=bucket, Key=key, Body=encode_result(doc), ContentType="application/json")
         return key
 
     with ThreadPoolExecutor(max_workers=32) as pool:
-        return list(pool.map(put, range(N_RESULTS)))
+        return list(pool.map(put, range(n)))
 
 
 def _plain_get(client: Any, bucket: str, keys: list[str]) -> float:
@@ -98,44 +100,57 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _ops_summary(endpoint: str, bucket: str, cache: Path, server_pid: int) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (this process + the moto server), and the printed summary."""
+def _ops_summary(endpoint: str, bucket: str, cache: Path, server_pid: int,
+                 profile: Path | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds of this process and of the moto server, and the printed summary.
+
+    With ``profile``, the run is made under cProfile and its stats written there (timings then
+    include the profiler's overhead).
+    """
     from ops.cli import main
 
     out = io.StringIO()
-    cpu0 = time.process_time() + _cpu_s(server_pid)
+    argv = ["summary", "--since", "all", "--bucket", bucket, "--endpoint-url", endpoint, "--region",
+            "us-east-1", "--cache-dir", str(cache), "--workers", str(WORKERS), "--source", "objects"]
+    profiler = cProfile.Profile() if profile else None
+    ops0, moto0 = time.process_time(), _cpu_s(server_pid)
     started = time.perf_counter()
-    code = main(["summary", "--since", "all", "--bucket", bucket, "--endpoint-url", endpoint, "--region",
-                 "us-east-1", "--cache-dir", str(cache), "--workers", str(WORKERS), "--source", "objects"], out=out)
+    code = main(argv, out=out) if profiler is None else profiler.runcall(main, argv, out=out)
     elapsed = time.perf_counter() - started
-    cpu = time.process_time() + _cpu_s(server_pid) - cpu0
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
+    ops_cpu, moto_cpu = time.process_time() - ops0, _cpu_s(server_pid) - moto0
     assert code == 0, out.getvalue()
-    return elapsed, cpu, out.getvalue()
+    return elapsed, ops_cpu, moto_cpu, out.getvalue()
 
 
-def _rounds(rounds: int) -> dict[str, Any]:
+def _rounds(rounds: int, n: int = N_RESULTS, profile: Path | None = None) -> dict[str, Any]:
     """Seed moto, then per round: plain GET, ops summary with an empty cache, and again from it."""
     from devstack.moto_server import DUMMY_CREDENTIALS, MotoServer
     from shared.config import S3Settings
     from shared.storage import make_client
 
     os.environ.update(DUMMY_CREDENTIALS)  # this child process only ever talks to its own moto
-    m: dict[str, Any] = {k: [] for k in ("plain", "first", "second", "first_cpu", "second_cpu")}
+    m: dict[str, Any] = {k: [] for k in ("plain", "first", "second", "first_cpu", "second_cpu", "first_ops_cpu",
+                                         "second_ops_cpu")}
     with MotoServer() as server, tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
         assert server.process is not None
         client = make_client(S3Settings(server.endpoint_url, "us-east-1"), max_pool_connections=WORKERS)
-        log(f"ops summary: seeding {N_RESULTS:,} result documents into moto")
+        log(f"ops summary: seeding {n:,} result documents into moto")
         t0 = time.perf_counter()
-        keys = _seed(client, "ops-bench")
+        keys = _seed(client, "ops-bench", n)
         m["seed_s"] = round(time.perf_counter() - t0, 1)
         for r in range(rounds):
             log(f"ops summary: round {r + 1} of {rounds}")
             m["plain"].append(_plain_get(client, "ops-bench", keys))
             cache = Path(tmp) / f"cache-{r}"
             for run_name in ("first", "second"):
-                elapsed, cpu, text = _ops_summary(server.endpoint_url, "ops-bench", cache, server.process.pid)
+                prof = profile.with_suffix(f".{run_name}.prof") if profile and r == 0 else None
+                elapsed, ops_cpu, moto_cpu, text = _ops_summary(server.endpoint_url, "ops-bench", cache,
+                                                                server.process.pid, prof)
                 m[run_name].append(elapsed)
-                m[f"{run_name}_cpu"].append(cpu)
+                m[f"{run_name}_cpu"].append(ops_cpu + moto_cpu)
+                m[f"{run_name}_ops_cpu"].append(ops_cpu)
                 m["text"] = text
         m["cache_bytes"] = sum(p.stat().st_size for p in (Path(tmp) / "cache-0").iterdir())
     return m
@@ -163,5 +178,26 @@ def run(ctx: Ctx) -> dict[str, Any]:
     ]
     details = {"results": N_RESULTS, "workers": WORKERS, "rounds": rounds, "seed_s": m["seed_s"],
                "cache_bytes": m["cache_bytes"], "summary_output": m["text"],
-               **{f"{k}_s": summary(m[k], 3) for k in ("first", "second", "plain", "first_cpu", "second_cpu")}}
+               **{f"{k}_s": summary(m[k], 3) for k in ("first", "second", "plain", "first_cpu", "second_cpu",
+                                                       "first_ops_cpu", "second_ops_cpu")}}
     return {"figures": figures, "details": details}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This benchmark alone, at any size: ``python -m bench.ops_summary --results 2000 [--profile FILE]``."""
+    p = argparse.ArgumentParser(prog="python -m bench.ops_summary", description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=int, default=N_RESULTS, help=f"result objects to seed (default {N_RESULTS:,})")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--profile", type=Path, help="cProfile each run of round 1 to FILE.first.prof / FILE.second.prof")
+    args = p.parse_args(argv)
+    m = _rounds(args.rounds, args.results, args.profile)
+    for name in ("plain", "first", "second", "first_cpu", "second_cpu", "first_ops_cpu", "second_ops_cpu"):
+        print(f"{name:>10}: " + ", ".join(f"{v:.2f}" for v in m[name]))
+    print(f"second / first, wall: {[round(s / f, 3) for s, f in zip(m['second'], m['first'], strict=True)]}")
+    print(f"second / first, CPU:  {[round(s / f, 3) for s, f in zip(m['second_cpu'], m['first_cpu'], strict=True)]}")
+    print(f"cache bytes: {m['cache_bytes']:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

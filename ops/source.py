@@ -38,11 +38,23 @@ class Listed:
 
 
 def _pages(client: Any, bucket: str, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+    """ListObjectsV2 pages, following continuation tokens.
+
+    A loop of our own rather than botocore's paginator: the paginator loads its model from
+    botocore's data folders, which lists every service's folder on a fresh session (0.3 s,
+    a tenth of a cached ``ops summary`` over 10,000 results).
+    """
     from botocore import exceptions as bce
 
     kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
     try:
-        yield from client.get_paginator("list_objects_v2").paginate(**kwargs)
+        while True:
+            page = client.list_objects_v2(**kwargs)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
     except (bce.BotoCoreError, bce.ClientError) as exc:
         raise translate(exc, bucket=bucket) from exc
 

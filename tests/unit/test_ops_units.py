@@ -133,3 +133,43 @@ def test_chart_bins_start_on_whole_multiples() -> None:
     chart = label_share_over_time(records, ["car"])
     assert chart["first"] == "2026-01-01T00:00:00Z" and chart["bins"] == 2
     assert [c["tick"] for c in chart["cameras"][0]["columns"]] == ["00:00", "00:01"]
+
+
+_LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>results/</Prefix>
+<KeyCount>3</KeyCount><MaxKeys>1000</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>
+<NextContinuationToken>tok</NextContinuationToken><EncodingType>url</EncodingType>
+<Contents><Key>results/cam1/a%3Cscript%3E.json</Key><LastModified>2026-12-01T05:50:09.000Z</LastModified>
+<ETag>"e5c0"</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><Size>875</Size><StorageClass>STANDARD</StorageClass>
+</Contents><Contents><Key>results/b.json</Key><LastModified>2026-12-01T05:50:10Z</LastModified><ETag></ETag>
+<ChecksumAlgorithm>CRC32</ChecksumAlgorithm><ChecksumAlgorithm>SHA256</ChecksumAlgorithm><Size>0</Size>
+<Owner><ID>abc</ID><DisplayName>me</DisplayName></Owner><RestoreStatus><IsRestoreInProgress>false</IsRestoreInProgress>
+</RestoreStatus></Contents><Contents><Key>results/c.json</Key><Size>12</Size></Contents>
+<CommonPrefixes><Prefix>results/cam1/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>results/cam2/</Prefix>
+</CommonPrefixes></ListBucketResult>"""
+_VERSIONS = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><IsTruncated>false</IsTruncated>
+<Version><Key>k</Key><VersionId>v1</VersionId><IsLatest>true</IsLatest><Size>3</Size></Version>
+<DeleteMarker><Key>k2</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest></DeleteMarker></ListVersionsResult>"""
+
+
+@pytest.mark.parametrize(("operation", "body"), [("ListObjectsV2", _LISTING), ("ListObjectVersions", _VERSIONS)])
+def test_listing_parser_gives_botocores_result(operation: str, body: bytes) -> None:
+    import botocore.session
+    from botocore.parsers import RestXMLParser
+
+    from ops.config import fast_timestamp
+    from ops.parsing import ListFriendlyParserFactory
+
+    shape = botocore.session.get_session().get_service_model("s3").operation_model(operation).output_shape
+    response = {"body": body, "headers": {"x-amz-request-id": "r"}, "status_code": 200}
+    ours = ListFriendlyParserFactory(timestamp_parser=fast_timestamp).create_parser("rest-xml").parse(response, shape)
+    theirs = RestXMLParser(timestamp_parser=fast_timestamp).parse(response, shape)
+    assert ours == theirs and ours["ResponseMetadata"]["RequestId"] == "r"
+    for list_name in ("Contents", "Versions", "DeleteMarkers"):  # the same members, in the same order
+        assert [list(o) for o in ours.get(list_name, [])] == [list(o) for o in theirs.get(list_name, [])]
+    if operation == "ListObjectsV2":
+        assert [o["Size"] for o in ours["Contents"]] == [875, 0, 12] and ours["Contents"][1]["ETag"] == ""
+        assert ours["Contents"][1]["ChecksumAlgorithm"] == ["CRC32", "SHA256"]
+        assert ours["Contents"][1]["Owner"] == {"ID": "abc", "DisplayName": "me"}
+        assert ours["Contents"][0]["LastModified"] == datetime(2026, 12, 1, 5, 50, 9, tzinfo=timezone.utc)
