@@ -62,16 +62,29 @@ def _fresh(row: dict[str, Any] | None, obj: Listed) -> bool:
 def load(config: OpsConfig, client: Any, *, since: datetime | None = None,
          until: datetime | None = None) -> Loaded:
     cache = _cache(config)  # loads while the listing runs
-    everything = list_results(client, config.bucket, config.results_prefix)
-    listed = [o for o in everything if since is None or o.last_modified >= since - LISTING_SLACK]
-    uncached = sum(1 for o in listed if o.etag not in cache.entries)
-    rows = _table_rows(config, uncached)
+    # Result key -> record from the cached document for the listed ETag, made as each folder's
+    # listing arrives: that work then overlaps the listing of the other folders.
+    early: dict[str, Record] = {}
+
+    def from_cache(objs: list[Listed]) -> None:
+        for obj in objs:
+            doc = cache.entries.get(obj.etag) if _listed_in(obj, since) else None
+            if doc is not None:
+                early[obj.key] = from_document(doc, obj.key, config.camera)
+
+    everything = list_results(client, config.bucket, config.results_prefix, on_folder=from_cache)
+    listed = [o for o in everything if _listed_in(o, since)]
+    rows = _table_rows(config, sum(1 for o in listed if o.key not in early))
     records: list[Record] = []
     todo = []
+    cached = 0
     for obj in listed:
         row = rows.get(obj.key)
         if _fresh(row, obj):
             records.append(from_row(row, obj.key, config.camera))  # type: ignore[arg-type]
+        elif obj.key in early:
+            records.append(early[obj.key])
+            cached += 1
         else:
             todo.append(obj)
     fetcher = ResultFetcher(client, config.bucket, cache, config.workers)
@@ -80,7 +93,12 @@ def load(config: OpsConfig, client: Any, *, since: datetime | None = None,
     records += [from_document(docs[o.key], o.key, config.camera) for o in todo if o.key in docs]
     records = [r for r in records if _within(r, since, until)]
     records.sort(key=_newest_first)
-    return Loaded(records, listed, fetched=fetcher.fetched, cached=cache.hits, from_table=len(listed) - len(todo))
+    return Loaded(records, listed, fetched=fetcher.fetched, cached=cached + cache.hits,
+                  from_table=len(listed) - len(todo) - cached)
+
+
+def _listed_in(obj: Listed, since: datetime | None) -> bool:
+    return since is None or obj.last_modified >= since - LISTING_SLACK
 
 
 def _newest_first(record: Record) -> tuple[bool, float, str]:

@@ -14,8 +14,8 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,29 +68,46 @@ def _list_flat(client: Any, bucket: str, prefix: str) -> list[Listed]:
     return [obj for page in _pages(client, bucket, prefix) for obj in _listed(page)]
 
 
-def list_objects(client: Any, bucket: str, prefix: str, *, workers: int = 8) -> list[Listed]:
+def list_objects(client: Any, bucket: str, prefix: str, *, workers: int = 8,
+                 on_folder: Callable[[list[Listed]], None] | None = None) -> list[Listed]:
     """Every object under ``prefix``, sorted by key: the folders below it (cameras) listed concurrently.
 
     One listing with a delimiter finds the folders, then each is listed on its own thread,
     following continuation tokens.  On S3 that turns N/1000 sequential round trips into a
     few parallel ones; on moto, which sorts every key under the prefix for each page, it
-    also avoids work quadratic in the bucket's size.
+    also avoids work quadratic in the bucket's size.  ``on_folder`` is called on the
+    caller's thread with each folder's objects as soon as that folder is listed, so the
+    caller can work on them while the other folders are still being listed.
     """
     direct: list[Listed] = []
     folders: list[str] = []
     for page in _pages(client, bucket, prefix, "/"):
         direct += _listed(page)
         folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+    if on_folder is not None and direct:
+        on_folder(direct)
     if not folders:
         return direct
+    everything = list(direct)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(folders)))) as pool:
-        nested = list(pool.map(lambda folder: _list_flat(client, bucket, folder), folders))
-    return sorted(direct + [obj for objs in nested for obj in objs], key=lambda o: o.key)
+        for done in as_completed([pool.submit(_list_flat, client, bucket, folder) for folder in folders]):
+            objs = done.result()
+            everything += objs
+            if on_folder is not None:
+                on_folder(objs)
+    return sorted(everything, key=lambda o: o.key)
 
 
-def list_results(client: Any, bucket: str, results_prefix: str, *, workers: int = 8) -> list[Listed]:
+def list_results(client: Any, bucket: str, results_prefix: str, *, workers: int = 8,
+                 on_folder: Callable[[list[Listed]], None] | None = None) -> list[Listed]:
     """The result documents (``.json``), not the annotated clips beside them."""
-    return [o for o in list_objects(client, bucket, results_prefix, workers=workers) if o.key.endswith(".json")]
+    def results_only(objs: list[Listed]) -> None:
+        assert on_folder is not None
+        on_folder([o for o in objs if o.key.endswith(".json")])
+
+    listed = list_objects(client, bucket, results_prefix, workers=workers,
+                          on_folder=None if on_folder is None else results_only)
+    return [o for o in listed if o.key.endswith(".json")]
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:

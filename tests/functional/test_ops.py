@@ -82,6 +82,31 @@ def test_second_run_reads_the_cache(world: World, tmp_path: Path) -> None:
     assert {k: v for k, v in first.items() if k != "source"} == {k: v for k, v in second.items() if k != "source"}
 
 
+def test_a_cached_run_sees_changed_new_and_deleted_results(s3_client: Any, bucket: str, tmp_path: Path) -> None:
+    from bench.ops_summary import _doc
+    from functions.results import encode_result
+
+    now = datetime.now(timezone.utc)
+
+    def put(i: int, **change: Any) -> None:
+        doc = {**_doc(i, now, 10), **change}
+        key = "results/" + doc["source"]["key"].removeprefix("incoming/") + ".json"
+        s3_client.put_object(Bucket=bucket, Key=key, Body=encode_result(doc))
+
+    for i in (1, 2, 3, 4, 5):  # cameras cam01..cam05: one folder each, listed concurrently
+        put(i)
+    world = World(bucket, s3_client.meta.endpoint_url, None, "")  # type: ignore[arg-type]  # argv only
+    _, first = run_json(world, "summary", cache=tmp_path)
+    put(2, label="truck")  # changed
+    put(6)  # new
+    s3_client.delete_object(Bucket=bucket, Key=f"results/cam03/{now:%Y/%m/%d}/frame_000003.jpg.json")  # deleted
+    _, second = run_json(world, "summary", cache=tmp_path)
+    assert first["results"] == 5 and first["source"]["fetched"] == 5
+    assert second["results"] == 5 and second["source"] == {"results_listed": 5, "fetched": 2, "from_cache": 3,
+                                                           "from_table": 0}
+    assert second["labels"]["truck"]["count"] == 1
+
+
 def test_camera_regex(world: World) -> None:
     _, s = run_json(world, "summary", "--by", "camera", "--camera-regex", r"cam(\d)/")
     assert [g["group"] for g in s["groups"]] == ["1", "2", "3"]
