@@ -2,8 +2,8 @@
 
 botocore parses every element of a list generically: for each ``<Contents>`` of a listing it
 builds a tag dictionary (a regex per child tag), then walks the shape's members through
-handler lookups and decorators.  That is about 35 us per listed object, a tenth of the CPU
-of a cached ``ops summary`` (10,000 results, profiled).  :class:`ListFriendlyXMLParser` works
+handler lookups and decorators: about 15 us per listed object (a 1,000-object page), 10 with
+this parser, of which the XML parse itself is about 6.  :class:`ListFriendlyXMLParser` works
 out once per list which child tag is which member and converts the scalar members directly;
 anything else (nested structures such as ``Owner``, flattened lists, repeated tags, unions,
 XML attributes, error shapes) goes through botocore's own code, so the parsed dictionary is
