@@ -102,8 +102,19 @@ class TransientStorageError(StorageError):
 class PreconditionFailedError(StorageError):
     """A conditional write lost: the key exists (If-None-Match) or changed (If-Match) meanwhile.
 
-    Not a fault: another writer got there first, which callers treat as "already written".
+    Not a fault in itself: another writer got there first.  Whether that answers the caller's
+    write is for the caller to check (functions.jobs reads the stored result again).
     """
+
+
+class ResultConflictError(StorageError):
+    """A result written by a racing delivery does not answer this one (other bytes, another model).
+
+    Retryable: the record is redelivered, and that attempt replaces the result (If-Match).
+    """
+
+    exit_code = 4
+    retryable = True
 
 
 class NoTimeLeftError(CCTVError):

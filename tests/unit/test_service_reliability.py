@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from datetime import datetime, timezone
@@ -27,7 +28,7 @@ from functions.classify import make_handler
 from functions.events import ObjectRef
 from functions.service import ClassifyService, Status, annotated_key_for, result_key_for
 from shared.config import FunctionSettings
-from shared.errors import NoTimeLeftError
+from shared.errors import NoTimeLeftError, ResultConflictError
 from shared.runtime import Classifier
 from shared.storage import MAX_KEY_BYTES
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
@@ -100,16 +101,22 @@ def test_a_long_clip_key_gets_both_its_results_at_fallback_keys(store: MemorySto
 
 
 class RacingStore(MemoryStore):
-    """Holds every HEAD of a result key until ``parties`` deliveries have made it: all see "absent"."""
+    """Holds the first HEAD of a result key of each of ``parties`` deliveries until all have made
+    it, so all see the same state; later HEADs (a loser's second look) pass straight through."""
 
     def __init__(self, parties: int) -> None:
         super().__init__("frames")
         self.barrier = threading.Barrier(parties, timeout=10)
+        self.held = 0
 
     def head(self, key: str) -> Any:
         info = super().head(key)
         if key.startswith("results/"):
-            self.barrier.wait()
+            with self._lock:
+                self.held += 1
+                hold = self.held <= self.barrier.parties
+            if hold:
+                self.barrier.wait()
         return info
 
 
@@ -159,6 +166,73 @@ def test_a_new_model_replaces_the_result_once_even_when_deliveries_race(tiny: Cl
     assert _race(store, tiny, "incoming/old.jpg", parties=3) == [Status.OK, Status.SKIPPED, Status.SKIPPED]
     assert store.writes["results/old.jpg.json"] == 1  # one replacement, guarded by the ETag read
     assert store.get_json("results/old.jpg.json")["model"]["version"] == tiny.manifest.version
+
+
+class LosingStore(MemoryStore):
+    """Runs ``meanwhile(self)`` once, just before the first conditional write of a result: what a
+    racing delivery (or someone deleting the result) does between this delivery's read and write."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__("frames")
+        self.meanwhile = meanwhile
+
+    def put(self, key: str, body: bytes, **kwargs: Any) -> str:
+        if key.startswith("results/") and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile(self)
+        return super().put(key, body, **kwargs)
+
+
+def test_a_result_deleted_between_the_read_and_the_replacement_is_written_afresh(tiny: Classifier) -> None:
+    store = LosingStore(lambda s: s.objects.pop("results/d.jpg.json"))  # the If-Match then meets a 404
+    store.put("incoming/d.jpg", frame(RED))
+    store.objects["results/d.jpg.json"] = b'{"status": "ok", "model": {"version": "an-older-model"}}'
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/d.jpg")])
+    assert outcome.status is Status.OK, (outcome.reason, outcome.error)
+    result = store.get_json("results/d.jpg.json")
+    assert result["label"] == "car" and result["model"]["version"] == tiny.manifest.version
+
+
+@pytest.mark.parametrize("winner", [
+    {"source": {"etag": "etag-of-older-bytes"}},  # a delivery of the input's previous bytes
+    {"source": None, "model": {"version": "an-older-model"}},  # a container still on the older model
+])
+def test_a_race_lost_to_a_result_for_other_bytes_or_model_is_retried_then_replaced(
+        tiny: Classifier, winner: dict[str, Any]) -> None:
+    def other_delivery_wins(s: MemoryStore) -> None:
+        etag = s.head("incoming/w.jpg")
+        assert etag is not None
+        doc = {"status": "ok", "model": {"version": tiny.manifest.version}, "source": {"etag": etag.etag}}
+        doc.update({k: v for k, v in winner.items() if v is not None})
+        s.put("results/w.jpg.json", json.dumps(doc).encode(), if_none_match=True)
+
+    store = LosingStore(other_delivery_wins)
+    store.put("incoming/w.jpg", frame(RED))
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/w.jpg")])
+    assert outcome.status is Status.FAILED and outcome.needs_retry
+    assert isinstance(outcome.error, ResultConflictError) and outcome.error.retryable
+    assert store.writes["results/w.jpg.json"] == 1  # the other delivery's result, left as it was
+    # The redelivery reads that result, sees it answers other bytes (or model) and replaces it.
+    [again] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/w.jpg")])
+    assert again.status is Status.OK
+    result = store.get_json("results/w.jpg.json")
+    input_info = store.head("incoming/w.jpg")
+    assert input_info is not None and result["source"]["etag"] == input_info.etag
+    assert result["model"]["version"] == tiny.manifest.version and result["label"] == "car"
+
+
+def test_a_race_lost_to_a_result_that_answers_this_delivery_is_skipped(tiny: Classifier) -> None:
+    def same_delivery_wins(s: MemoryStore) -> None:
+        info = s.head("incoming/same.jpg")
+        assert info is not None
+        s.put("results/same.jpg.json", json.dumps({"status": "ok", "label": "winner", "source": {"etag": info.etag},
+                                                   "model": {"version": tiny.manifest.version}}).encode())
+
+    store = LosingStore(same_delivery_wins)
+    store.put("incoming/same.jpg", frame(RED))
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/same.jpg")])
+    assert outcome.status is Status.SKIPPED and outcome.result is not None and outcome.result["label"] == "winner"
+    assert store.writes["results/same.jpg.json"] == 1
 
 
 # -- the decode budget -------------------------------------------------------------------------
