@@ -78,15 +78,13 @@ class ClipService(JobRunner[ClipJob]):
     def _classify(self, job: ClipJob, clip: Path, annotated: Path) -> None:
         """Download, classify and annotate, upload the annotated mp4 (the JSON comes after, in write)."""
         limits = self.settings.video
+        check_time_left(job, "download")  # a download of up to MAX_VIDEO_BYTES would be wasted
         started = time.perf_counter()
         with explain_denied(job):
             data = job.store.download(job.ref.key, clip, max_bytes=limits.max_bytes)
         job.timings["download"] = ms_since(started)
         job.etag, job.size = data.etag, data.size
-        if job.deadline is not None and time.monotonic() >= job.deadline:
-            raise NoTimeLeftError(f"No time was left in this invocation to decode s3://{job.ref.bucket}/{job.ref.key}; "
-                                  "it is retried. If this repeats, raise the clip function's timeout.",
-                                  bucket=job.ref.bucket, key=job.ref.key)
+        check_time_left(job, "decode")
         started = time.perf_counter()
         job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key,
                                   deadline=job.deadline)
@@ -127,6 +125,14 @@ class ClipService(JobRunner[ClipJob]):
             "annotated_key": job.annotated_key if video and job.error is None else None,
             **{part: video.get(part) for part in VIDEO_RESULT_PARTS},
         }
+
+
+def check_time_left(job: ClipJob, step: str) -> None:
+    """Refuse to start ``step`` once the decoding deadline has passed: the clip is retried."""
+    if job.deadline is not None and time.monotonic() >= job.deadline:
+        raise NoTimeLeftError(f"No time was left in this invocation to {step} s3://{job.ref.bucket}/{job.ref.key}; "
+                              "it is retried. If this repeats, raise the clip function's timeout.",
+                              bucket=job.ref.bucket, key=job.ref.key)
 
 
 def decoding_deadline(deadline: float | None) -> float | None:

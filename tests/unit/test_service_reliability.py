@@ -327,3 +327,17 @@ def test_a_clip_with_no_time_left_is_retried_not_failed(tmp_path: Path, monkeypa
     with pytest.raises(NoTimeLeftError):  # raised, so the platform redelivers the event
         handler(s3_event("frames", ["incoming/c.mp4"]), Context(1500))
     assert not fake.calls and "results/c.mp4.json" not in store.objects
+
+
+@pytest.mark.parametrize("late_by_s", [0.0, 5.0])
+def test_a_clip_out_of_time_is_not_downloaded(store: MemoryStore, tiny: Classifier,
+                                              monkeypatch: pytest.MonkeyPatch, late_by_s: float) -> None:
+    fake = FakeProcessVideo()
+    monkeypatch.setattr(clips, "process_video", fake)
+    monkeypatch.setattr(clips, "decoding_deadline", lambda deadline: deadline)  # no share kept for writing
+    store.put("incoming/late.mp4", CLIP_BYTES)
+    outcome = service(store, tiny).clips.run(ObjectRef(store.bucket, "incoming/late.mp4"),
+                                             deadline=time.monotonic() - late_by_s)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, NoTimeLeftError)
+    assert "to download" in outcome.error.message
+    assert store.downloads == [] and not fake.calls and "results/late.mp4.json" not in store.objects
