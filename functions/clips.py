@@ -2,8 +2,10 @@
 
 HEAD, size check, download to a private temp folder, classify and annotate with
 :func:`functions.video.pipeline.process_video`, then ``results/<key>.annotated.mp4`` and,
-last, ``results/<key>.json``.  :mod:`functions.video` (and PyAV, inside ``process_video``)
-is imported when the first clip arrives, so an event of frames never loads either.
+last, ``results/<key>.json``, both conditionally, so that of racing deliveries only the one
+whose JSON is written leaves its mp4 (see ``ClipService._upload_annotated``).
+:mod:`functions.video` (and PyAV, inside ``process_video``) is imported when the first clip
+arrives, so an event of frames never loads either.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from functions.events import ObjectRef
-from functions.jobs import Job, JobRunner, explain_denied, ms_since
+from functions.jobs import Job, JobRunner, explain_denied, head_or_none, ms_since
 from functions.results import Outcome, Status, annotated_key_for
-from shared.errors import NoTimeLeftError, ObjectNotFoundError
+from shared.errors import NoTimeLeftError, ObjectNotFoundError, PreconditionFailedError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
 
@@ -35,6 +37,9 @@ class ClipJob(Job):
     what: ClassVar[str] = "clip"
 
     annotated_key: str = ""  # where the annotated mp4 goes
+    # The ETag of the annotated mp4 stored when processing began (None: there was none): the
+    # upload replaces only that one, so a delivery never overwrites an mp4 uploaded meanwhile.
+    annotated_etag: str | None = None
     video: dict[str, Any] | None = None  # what process_video found
     deadline: float | None = None  # time.monotonic() by which decoding must stop (None: no limit)
 
@@ -63,6 +68,8 @@ class ClipService(JobRunner[ClipJob]):
         """Skip a repeated delivery; otherwise check the size, then classify in a private folder."""
         if self.skip_if_done(job) or not self._model_ready(job):
             return
+        annotated = head_or_none(job.store, job.annotated_key)
+        job.annotated_etag = None if annotated is None else annotated.etag
         with explain_denied(job):
             info = job.store.head(job.ref.key)
         if info is None:
@@ -89,8 +96,27 @@ class ClipService(JobRunner[ClipJob]):
         job.video = process_video(clip, self.classifier, out_path=annotated, limits=limits, name=job.ref.key,
                                   deadline=job.deadline)
         job.timings["process"] = ms_since(started)
+        self._upload_annotated(job, annotated)
+
+    def _upload_annotated(self, job: ClipJob, annotated: Path) -> None:
+        """Upload the annotated mp4, unless another delivery has written this clip's results meanwhile.
+
+        The mp4 goes first so the JSON never names a missing file, but only the delivery whose
+        JSON wins may leave its mp4 there.  So, right before the upload: a result written since
+        the skip check settles the job here (skipped if it answers this delivery, else retried),
+        and the upload itself is conditional on the mp4 read when processing began: another
+        delivery's mp4 uploaded meanwhile is left alone and this delivery writes no JSON either.
+        """
+        if self.result_changed(job):
+            return
         started = time.perf_counter()
-        job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self.metadata(job))
+        try:
+            job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self.metadata(job),
+                               if_none_match=job.annotated_etag is None, if_match=job.annotated_etag)
+        except PreconditionFailedError:
+            if not self.after_lost_write(job):
+                self.conflict(job)  # its JSON is not there yet: the redelivery finds it (or redoes the clip)
+            return
         job.timings["upload"] = ms_since(started)
 
     def _model_ready(self, job: ClipJob) -> bool:

@@ -164,7 +164,7 @@ class JobRunner(Generic[J]):
         # Conditional, so racing deliveries of one input write its result once: the first write
         # only if there is none yet (If-None-Match: *), a replacement (another model, an error
         # that did not settle the input) only if it is still the one read (If-Match).  A lost
-        # race is settled by what is stored now (see _after_lost_write), at most twice: the
+        # race is settled by what is stored now (see after_lost_write), at most twice: the
         # second try is for a result deleted between the read and the write.
         for _ in range(2):
             try:
@@ -172,14 +172,14 @@ class JobRunner(Generic[J]):
                               metadata=self.metadata(job), if_none_match=job.result_etag is None,
                               if_match=job.result_etag)
             except PreconditionFailedError:
-                if self._after_lost_write(job):
+                if self.after_lost_write(job):
                     return
                 continue
             job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
             return
-        self._conflict(job)
+        self.conflict(job)
 
-    def _after_lost_write(self, job: J) -> bool:
+    def after_lost_write(self, job: J) -> bool:
         """Settle a job whose conditional write lost; False when the result is absent (write it afresh).
 
         Losing only says that the stored result changed, not that it answers this delivery: it
@@ -195,10 +195,21 @@ class JobRunner(Generic[J]):
             return True
         if not job.result_exists:
             return False
-        self._conflict(job)
+        self.conflict(job)
         return True
 
-    def _conflict(self, job: J) -> None:
+    def result_changed(self, job: J) -> bool:
+        """Settle the job, as a lost write, if its result changed since the skip check read it.
+
+        For a write that comes before the result's own (the clip's mp4): a delivery whose
+        result write would lose must not write anything else either.
+        """
+        stored = head_or_none(job.store, job.result_key)
+        if (None if stored is None else stored.etag) == job.result_etag:
+            return False
+        return self.after_lost_write(job)
+
+    def conflict(self, job: J) -> None:
         job.finish(Status.FAILED, error=ResultConflictError(
             f"s3://{job.ref.bucket}/{job.result_key} was written meanwhile by another delivery, and what it holds "
             "does not answer this one (other bytes, another model, or an error that does not settle the input); "

@@ -341,3 +341,75 @@ def test_a_clip_out_of_time_is_not_downloaded(store: MemoryStore, tiny: Classifi
     assert outcome.status is Status.FAILED and isinstance(outcome.error, NoTimeLeftError)
     assert "to download" in outcome.error.message
     assert store.downloads == [] and not fake.calls and "results/late.mp4.json" not in store.objects
+
+
+# -- the annotated mp4 of racing clip deliveries --------------------------------------------------
+
+
+class ClipRaceStore(MemoryStore):
+    """Runs ``meanwhile(self)`` once, as this delivery finishes processing (its annotated mp4 is
+    made, not yet uploaded): what another delivery of the clip does in the meantime."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__("frames")
+        self.meanwhile = meanwhile
+        self.result_heads = 0
+
+    def head(self, key: str) -> Any:
+        if key.endswith(".json"):
+            self.result_heads += 1  # the first is the skip check's, the second comes just before the upload
+            if self.result_heads == 2 and self.meanwhile is not None:
+                meanwhile, self.meanwhile = self.meanwhile, None
+                meanwhile(self)
+        return super().head(key)
+
+
+def other_delivery(model: str, *, json_too: bool, etag: str | None = None) -> Any:
+    """Another delivery's writes: its mp4 and (``json_too``) its result, for ``etag`` (the
+    input's current ETag when None) and ``model``."""
+
+    def write(s: MemoryStore) -> None:
+        info = s.head("incoming/r.mp4")
+        assert info is not None
+        s.put("results/r.mp4.annotated.mp4", b"the other delivery's mp4", content_type="video/mp4")
+        if json_too:
+            doc = {"status": "ok", "kind": "video", "annotated_key": "results/r.mp4.annotated.mp4",
+                   "model": {"version": model}, "source": {"etag": etag or info.etag}}
+            s.put("results/r.mp4.json", json.dumps(doc).encode(), if_none_match=True)
+    return write
+
+
+def run_clip_race(tiny: Classifier, monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> tuple[ClipRaceStore, Any]:
+    monkeypatch.setattr(clips, "process_video", FakeProcessVideo())
+    store = ClipRaceStore(meanwhile)
+    store.put("incoming/r.mp4", CLIP_BYTES)
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/r.mp4")])
+    assert store.meanwhile is None  # the other delivery did run in between
+    return store, outcome
+
+
+@pytest.mark.parametrize("etag, model", [("etag-of-older-bytes", None), (None, "an-older-model")],
+                         ids=["older-bytes", "older-model"])
+def test_a_clip_delivery_that_lost_the_race_leaves_the_winners_mp4(
+        tiny: Classifier, monkeypatch: pytest.MonkeyPatch, etag: str | None, model: str | None) -> None:
+    winner = other_delivery(model or tiny.manifest.version, json_too=True, etag=etag)
+    store, outcome = run_clip_race(tiny, monkeypatch, winner)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, ResultConflictError)
+    assert store.objects["results/r.mp4.annotated.mp4"] == b"the other delivery's mp4"
+    assert store.writes["results/r.mp4.annotated.mp4"] == 1 and store.writes["results/r.mp4.json"] == 1
+
+
+def test_a_clip_delivery_whose_twin_won_is_skipped_without_uploading(tiny: Classifier,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store, outcome = run_clip_race(tiny, monkeypatch, other_delivery(tiny.manifest.version, json_too=True))
+    assert outcome.status is Status.SKIPPED and outcome.result is not None
+    assert store.writes["results/r.mp4.annotated.mp4"] == 1  # the twin's upload only
+
+
+def test_an_mp4_uploaded_meanwhile_is_not_overwritten_and_no_json_is_written(
+        tiny: Classifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    twin = other_delivery(tiny.manifest.version, json_too=False)  # its mp4 is up, its JSON on the way
+    store, outcome = run_clip_race(tiny, monkeypatch, twin)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, ResultConflictError)
+    assert store.objects["results/r.mp4.annotated.mp4"] == b"the other delivery's mp4"
+    assert "results/r.mp4.json" not in store.objects
