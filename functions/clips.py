@@ -68,8 +68,8 @@ class ClipService(JobRunner[ClipJob]):
         """Skip a repeated delivery; otherwise check the size, then classify in a private folder."""
         if self.skip_if_done(job) or not self._model_ready(job):
             return
-        annotated = head_or_none(job.store, job.annotated_key)
-        job.annotated_etag = None if annotated is None else annotated.etag
+        stored_mp4 = head_or_none(job.store, job.annotated_key)
+        job.annotated_etag = None if stored_mp4 is None else stored_mp4.etag
         with explain_denied(job):
             info = job.store.head(job.ref.key)
         if info is None:
