@@ -26,9 +26,14 @@ from PIL import Image
 from functions import clips
 from functions.classify import make_handler
 from functions.events import ObjectRef
-from functions.service import ClassifyService, Status, annotated_key_for, result_key_for
+from functions.service import ClassifyService, Status, annotated_key_for, is_final, result_key_for
 from shared.config import FunctionSettings
-from shared.errors import NoTimeLeftError, ResultConflictError
+from shared.errors import (
+    ImageTooLargeForMemoryError,
+    ImageTooLargeToDecodeError,
+    NoTimeLeftError,
+    ResultConflictError,
+)
 from shared.runtime import Classifier
 from shared.storage import MAX_KEY_BYTES
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
@@ -253,8 +258,26 @@ def test_a_frame_too_large_for_the_decode_budget_gets_an_error_and_the_batch_goe
     assert small_outcome.status is Status.OK
     assert big_outcome.status is Status.ERROR
     error = store.get_json("results/big.png.json")["error"]
-    assert error["type"] == "ImageTooLargeToDecodeError" and "FUNCTION_MEMORY_MB" in error["message"]
+    # Its own class (a subclass of ImageTooLargeToDecodeError): the refusal is about the memory, not the frame.
+    assert error["type"] == "ImageTooLargeForMemoryError" and "FUNCTION_MEMORY_MB" in error["message"]
     assert runner.frames.budget.used == 0
+
+
+def test_a_frame_refused_for_the_decode_budget_is_decoded_once_the_memory_is_raised(
+        store: MemoryStore, tiny: Classifier) -> None:
+    import io
+
+    big = io.BytesIO()
+    Image.new("RGBA", (3000, 3000), (200, 10, 10, 255)).save(big, "PNG", compress_level=1)
+    store.put("incoming/big.png", big.getvalue())
+    [refused] = service(store, tiny, memory_mb=100).run([ObjectRef(store.bucket, "incoming/big.png")])
+    assert refused.status is Status.ERROR and refused.result is not None and not is_final(refused.result)
+    # The same bytes again, now with the memory: decoded, and the refusal is replaced.
+    [again] = service(store, tiny, memory_mb=2048).run([ObjectRef(store.bucket, "incoming/big.png")])
+    assert again.status is Status.OK and store.get_json("results/big.png.json")["label"] == "car"
+    # A refusal over MAX_DECODE_MB is about the frame itself (like the pixel limit): it stays final.
+    assert is_final({"status": "error", "error": {"type": "ImageTooLargeToDecodeError"}})
+    assert not ImageTooLargeForMemoryError.settles_input and ImageTooLargeToDecodeError.settles_input
 
 
 # -- two functions: frames and clips -------------------------------------------------------------
