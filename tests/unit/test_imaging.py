@@ -373,6 +373,19 @@ def test_declared_huge_dimensions_are_refused_before_decoding(width: int, height
     assert "50,000,000-pixel limit" in str(info.value) and "MAX_IMAGE_PIXELS" in str(info.value)
 
 
+def test_pillows_own_pixel_limit_is_switched_off_once_on_the_first_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in a fresh process (restored after the test, as is Pillow's limit).
+    monkeypatch.setattr(imaging, "_pixel_limit_owned", False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = encode(Image.new("L", (100, 100), 70), "PNG")  # 10,000 pixels: Pillow itself would refuse it
+    assert_uniform(decode_image(data, (8, 8), key=KEY), (8, 8), (70, 70, 70), 0)
+    assert Image.MAX_IMAGE_PIXELS is None
+    # Set once, not on every decode: a value set since is left alone.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    decode_image(encode(Image.new("RGB", (10, 10)), "PNG"), (5, 5))
+    assert Image.MAX_IMAGE_PIXELS == 5000
+
+
 def test_pixel_limit_is_inclusive() -> None:
     data = encode(Image.new("RGB", (10, 10)), "PNG")
     assert decode_image(data, (5, 5), limits=DecodeLimits(max_pixels=100)).shape == (5, 5, 3)
