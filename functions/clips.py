@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from functions.events import ObjectRef
 from functions.jobs import Job, JobRunner, explain_denied, head_or_none, ms_since
-from functions.results import Outcome, Status, annotated_key_for
+from functions.results import VIDEO_PHASES, Outcome, Status, annotated_key_for
 from shared.errors import NoTimeLeftError, ObjectNotFoundError, PreconditionFailedError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore
@@ -25,8 +25,6 @@ from shared.storage import ObjectStore
 # What a clip's result takes from process_video's answer (its model entry is merged into the
 # envelope's, its timings_ms into the function's; its schema_version and kind are the envelope's own).
 VIDEO_RESULT_PARTS = ("video", "sampling", "summary", "partial", "annotated", "throughput", "frames")
-# process_video's phases that go into the result's timings_ms, next to download, process and upload.
-VIDEO_PHASES = ("decode", "inference", "encode")
 # Of the time an invocation has left when a clip starts, what decoding leaves for the rest:
 # flushing the encoder, uploading the annotated mp4 and writing the result (10%, 2-30 s).
 FINISH_SHARE, FINISH_MIN_S, FINISH_MAX_S = 0.1, 2.0, 30.0
