@@ -112,8 +112,9 @@ class ClipService(JobRunner[ClipJob]):
             job.store.put_file(job.annotated_key, annotated, content_type="video/mp4", metadata=self.metadata(job),
                                if_none_match=job.annotated_etag is None, if_match=job.annotated_etag)
         except PreconditionFailedError:
-            if not self.after_lost_write(job):
-                self.conflict(job)  # its JSON is not there yet: the redelivery finds it (or redoes the clip)
+            if not self.after_lost_write(job):  # its JSON is not there yet: the redelivery finds it (or redoes it)
+                self.conflict(job, f"s3://{job.ref.bucket}/{job.annotated_key} was uploaded meanwhile by another "
+                                   "delivery, whose result is not written yet")
             return
         job.timings["upload"] = ms_since(started)
 

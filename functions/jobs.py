@@ -209,11 +209,13 @@ class JobRunner(Generic[J]):
             return False
         return self.after_lost_write(job)
 
-    def conflict(self, job: J) -> None:
+    def conflict(self, job: J, what: str | None = None) -> None:
+        """End the job FAILED (retried): another delivery's write stands in the way of this one's."""
+        what = what or (f"s3://{job.ref.bucket}/{job.result_key} was written meanwhile by another delivery, and what "
+                        "it holds does not answer this one (other bytes, another model, or an error that does not "
+                        "settle the input)")
         job.finish(Status.FAILED, error=ResultConflictError(
-            f"s3://{job.ref.bucket}/{job.result_key} was written meanwhile by another delivery, and what it holds "
-            "does not answer this one (other bytes, another model, or an error that does not settle the input); "
-            "this record is retried so that a later attempt replaces it.",
+            f"{what}; this record is retried so that a later attempt replaces it (or finds it answered).",
             bucket=job.ref.bucket, key=job.result_key))
 
     def metadata(self, job: J) -> dict[str, str]:

@@ -434,5 +434,6 @@ def test_an_mp4_uploaded_meanwhile_is_not_overwritten_and_no_json_is_written(
     twin = other_delivery(tiny.manifest.version, json_too=False)  # its mp4 is up, its JSON on the way
     store, outcome = run_clip_race(tiny, monkeypatch, twin)
     assert outcome.status is Status.FAILED and isinstance(outcome.error, ResultConflictError)
+    assert "r.mp4.annotated.mp4 was uploaded meanwhile" in outcome.error.message
     assert store.objects["results/r.mp4.annotated.mp4"] == b"the other delivery's mp4"
     assert "results/r.mp4.json" not in store.objects
