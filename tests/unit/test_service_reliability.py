@@ -4,10 +4,13 @@
   ``results/_long/<sha256>.json``, and the result names its source key;
 * racing deliveries of one input write its result once (conditional writes);
 * a replacement (another model) is written only over the result that was read;
+* a lost write is settled by the stored result: skipped only if it answers this delivery,
+  written afresh if it was deleted, otherwise retried (a delivery of older bytes or an older
+  model must not have the last word); a losing clip delivery leaves the winner's mp4 alone;
 * the frames of a batch share a decode budget, and a frame that cannot fit gets an error
   result while the rest go on;
 * FUNCTION_ROLE splits frames and clips between two functions;
-* clips are not started when the invocation has no time left.
+* clips are not started (nor downloaded) when the invocation has no time left.
 """
 
 from __future__ import annotations
