@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import BUCKET, QUEUE, REPO, LocalStack
+from functions.results import VIDEO_PHASES
 from shared.errors import LocalStackError, StorageError
 
 # A clip's timings_ms also breaks its "process" stage down into these; they are not added again.
-CLIP_PHASES = frozenset({"decode", "inference", "encode"})
+CLIP_PHASES = frozenset(VIDEO_PHASES)
 
 
 def sample_inputs(n: int) -> list[tuple[str, bytes]]:

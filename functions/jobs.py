@@ -28,7 +28,13 @@ from functions.results import (
 )
 from shared.clock import Clock, iso_utc, utc_now
 from shared.config import FunctionSettings
-from shared.errors import AccessDeniedError, CCTVError, ObjectNotFoundError, PreconditionFailedError
+from shared.errors import (
+    AccessDeniedError,
+    CCTVError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    ResultConflictError,
+)
 from shared.runtime import Classifier
 from shared.storage import ObjectInfo, ObjectStore
 
@@ -128,6 +134,7 @@ class JobRunner(Generic[J]):
         """The stored result if it already answers this delivery (same bytes, same model)."""
         stored = head_or_none(job.store, job.result_key)
         if stored is None:
+            job.result_exists, job.result_etag = False, None
             return None  # the usual case: one cheap HEAD and on we go
         job.result_exists, job.result_etag = True, stored.etag
         try:
@@ -154,18 +161,62 @@ class JobRunner(Generic[J]):
             job.finish(Status.SKIPPED, error=job.error)
             return
         result = self.build_result(job)
-        try:
-            # Conditional, so racing deliveries of one input write its result once: the first
-            # write only if there is none yet (If-None-Match: *), a replacement (another model,
-            # an error that did not settle the input) only if it is still the one read (If-Match).
-            job.store.put(job.result_key, encode_result(result), content_type="application/json",
-                          metadata=self.metadata(job), if_none_match=job.result_etag is None,
-                          if_match=job.result_etag)
-        except PreconditionFailedError:
-            # Another delivery wrote it meanwhile (or this one did, and only the answer was lost).
-            job.finish(Status.SKIPPED, reason="Another delivery of this input wrote its result meanwhile.")
+        # Conditional, so racing deliveries of one input write its result once: the first write
+        # only if there is none yet (If-None-Match: *), a replacement (another model, an error
+        # that did not settle the input) only if it is still the one read (If-Match).  A lost
+        # race is settled by what is stored now (see after_lost_write), at most twice: the
+        # second try is for a result deleted between the read and the write.
+        for _ in range(2):
+            try:
+                job.store.put(job.result_key, encode_result(result), content_type="application/json",
+                              metadata=self.metadata(job), if_none_match=job.result_etag is None,
+                              if_match=job.result_etag)
+            except PreconditionFailedError:
+                if self.after_lost_write(job):
+                    return
+                continue
+            job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
             return
-        job.finish(Status.OK if job.error is None else Status.ERROR, result=result, error=job.error)
+        self.conflict(job)
+
+    def after_lost_write(self, job: J) -> bool:
+        """Settle a job whose conditional write lost; False when the result is absent (write it afresh).
+
+        Losing only says that the stored result changed, not that it answers this delivery: it
+        may have been deleted (the If-Match 404), or written by a delivery of older bytes or of
+        another model.  So the skip check runs again: SKIPPED only if the stored result answers
+        this delivery; none at all: try again with If-None-Match; any other: FAILED, so the
+        platform redelivers and the next attempt replaces it (If-Match on the ETag it reads).
+        """
+        existing = self._existing_result(job)
+        if existing is not None:
+            job.finish(Status.SKIPPED, result=existing,
+                       reason="Another delivery of this input wrote its result meanwhile.")
+            return True
+        if not job.result_exists:
+            return False
+        self.conflict(job)
+        return True
+
+    def result_changed(self, job: J) -> bool:
+        """Settle the job, as a lost write, if its result changed since the skip check read it.
+
+        For a write that comes before the result's own (the clip's mp4): a delivery whose
+        result write would lose must not write anything else either.
+        """
+        stored = head_or_none(job.store, job.result_key)
+        if (None if stored is None else stored.etag) == job.result_etag:
+            return False
+        return self.after_lost_write(job)
+
+    def conflict(self, job: J, what: str | None = None) -> None:
+        """End the job FAILED (retried): another delivery's write stands in the way of this one's."""
+        what = what or (f"s3://{job.ref.bucket}/{job.result_key} was written meanwhile by another delivery, and what "
+                        "it holds does not answer this one (other bytes, another model, or an error that does not "
+                        "settle the input)")
+        job.finish(Status.FAILED, error=ResultConflictError(
+            f"{what}; this record is retried so that a later attempt replaces it (or finds it answered).",
+            bucket=job.ref.bucket, key=job.result_key))
 
     def metadata(self, job: J) -> dict[str, str]:
         metadata = {META_SOURCE_ETAG: job.etag or "", META_MODEL_VERSION: self.model_version}

@@ -21,6 +21,9 @@ from shared.storage import derived_key
 RESULT_SCHEMA_VERSION = 1
 # results/<key relative to INPUT_PREFIX> + this: the annotated copy of a clip.
 ANNOTATED_SUFFIX = ".annotated.mp4"
+# process_video's phases (functions/video/result.py), as keys of a clip's timings_ms: they break
+# its "process" stage down, so a sum of the stages must not add them again.
+VIDEO_PHASES = ("decode", "inference", "encode")
 # S3 user metadata on each result, so a HEAD shows what a result was computed from.
 META_SOURCE_ETAG = "source-etag"
 META_MODEL_VERSION = "model-version"

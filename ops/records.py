@@ -108,7 +108,7 @@ def _latency(doc: dict[str, Any]) -> float | None:
     A clip's ``timings_ms`` also breaks its ``process`` stage down into process_video's
     phases; those are not added again.
     """
-    from functions.clips import VIDEO_PHASES
+    from functions.results import VIDEO_PHASES
 
     timings = doc.get("timings_ms")
     if not isinstance(timings, dict):

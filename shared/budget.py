@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from shared.errors import ImageTooLargeToDecodeError
+from shared.errors import ImageTooLargeForMemoryError
 
 MIB = 1024 * 1024
 
@@ -35,11 +35,14 @@ class DecodeBudget:
 
     @contextlib.contextmanager
     def hold(self, nbytes: int, *, key: str | None = None) -> Iterator[None]:
-        """Reserve ``nbytes`` for the block; raise ``ImageTooLargeToDecodeError`` if they can never fit."""
+        """Reserve ``nbytes`` for the block; raise ``ImageTooLargeForMemoryError`` if they can never fit.
+
+        That refusal does not settle the input: it is about this function's memory, not the frame.
+        """
         nbytes = max(0, nbytes)
         if nbytes > self.capacity:
             name = repr(key) if key else "The image"
-            raise ImageTooLargeToDecodeError(
+            raise ImageTooLargeForMemoryError(
                 f"{name} needs about {nbytes / MIB:,.0f} MiB to decode, more than the {self.capacity / MIB:,.0f} "
                 "MiB this function can spend on decoding; send smaller frames or give the function more memory "
                 "(its memory size, or FUNCTION_MEMORY_MB).", key=key, decode_bytes=nbytes, budget=self.capacity)

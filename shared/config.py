@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import ConfigError
+from shared.validation import require_positive
 
 DEFAULT_MAX_IMAGE_BYTES = 25 * 1024 * 1024
 # 50 MP admits 8K frames and 4:3 photos from 40 MP sensors; beyond that is a bomb.
@@ -45,9 +46,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"Set {name} to a whole number; it is {raw!r}.", setting=name) from None
-    if value <= 0:
-        raise ConfigError(f"Set {name} to a positive number; it is {value}.", setting=name)
-    return value
+    return require_positive(value, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +130,8 @@ class VideoLimits:
                                ("max_pixels", "MAX_VIDEO_PIXELS"),
                                ("max_decoded_frames", "MAX_VIDEO_DECODED_FRAMES")):
             value = getattr(self, field)
-            if value is not None and not value > 0:
-                raise ConfigError(f"Set {setting} to a positive number; it is {value}.", setting=setting)
+            if value is not None:
+                require_positive(value, setting)
 
     @property
     def decoded_frames_limit(self) -> int:

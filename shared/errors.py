@@ -102,8 +102,19 @@ class TransientStorageError(StorageError):
 class PreconditionFailedError(StorageError):
     """A conditional write lost: the key exists (If-None-Match) or changed (If-Match) meanwhile.
 
-    Not a fault: another writer got there first, which callers treat as "already written".
+    Not a fault in itself: another writer got there first.  Whether that answers the caller's
+    write is for the caller to check (functions.jobs reads the stored result again).
     """
+
+
+class ResultConflictError(StorageError):
+    """A result written by a racing delivery does not answer this one (other bytes, another model).
+
+    Retryable: the record is redelivered, and that attempt replaces the result (If-Match).
+    """
+
+    exit_code = 4
+    retryable = True
 
 
 class NoTimeLeftError(CCTVError):
@@ -143,7 +154,23 @@ class NotAnImageError(InvalidImageError):
 
 
 class ImageTooLargeToDecodeError(InvalidImageError):
-    """Decoding the frame would need more memory than one frame may use (MAX_DECODE_MB, the function's memory)."""
+    """The frame's decode, estimated from its header, needs more than MAX_DECODE_MB, the most one frame may use.
+
+    Settles its input, as the pixel and byte limits do: MAX_DECODE_MB is a per-frame limit on
+    what inputs are accepted, and the same bytes would be refused again.  (Raising the setting
+    applies to new uploads; a stored refusal is not redone.)
+    """
+
+
+class ImageTooLargeForMemoryError(ImageTooLargeToDecodeError):
+    """The frame's decode needs more than the whole decode budget (shared.budget.DecodeBudget).
+
+    That budget comes from the function's memory (its memory size, or FUNCTION_MEMORY_MB), not
+    from the input: once the function has more memory the same bytes decode.  So it does not
+    settle its input, and a redelivery after the memory is raised is processed again.
+    """
+
+    settles_input = False
 
 
 # -- input clips (video mode) ---------------------------------------------------------

@@ -64,6 +64,7 @@ _DEFAULT_LIMITS = DecodeLimits()
 MMAP_THRESHOLD = MIB
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number
 _mmap_fixed = False
+_pixel_limit_owned = False  # see _own_the_pixel_limit
 
 
 def decode_image(data: bytes, size: tuple[int, int], *, limits: DecodeLimits = _DEFAULT_LIMITS,
@@ -218,10 +219,26 @@ def _orientation(img: Image.Image) -> int:
     return value if value in _TRANSPOSE else 1
 
 
-def _open(data: bytes, limits: DecodeLimits, key: str | None) -> Image.Image:
-    # Pillow's own limit (178,956,970 pixels, an error at twice that) is switched off: the
-    # check below is the one that decides, so MAX_IMAGE_PIXELS is honoured above it too.
+def _own_the_pixel_limit() -> None:
+    """Switch Pillow's own pixel limit off, once per process, so ``MAX_IMAGE_PIXELS`` decides.
+
+    Pillow refuses more than 178,956,970 pixels (an error at twice that) in ``Image.open``,
+    reading the module global ``Image.MAX_IMAGE_PIXELS`` at call time, so honouring a larger
+    ``MAX_IMAGE_PIXELS`` needs that global off.  It is process-wide on purpose, and set once
+    (on the first decode, not on import, so importing this module changes nothing): scoping
+    it to each ``Image.open`` would race between the decoding threads.  Every frame this
+    module opens is checked against ``MAX_IMAGE_PIXELS`` in :func:`_open` instead.  Code that
+    sets Pillow's limit after that keeps its own value.
+    """
+    global _pixel_limit_owned
+    if _pixel_limit_owned:
+        return
+    _pixel_limit_owned = True
     Image.MAX_IMAGE_PIXELS = None
+
+
+def _open(data: bytes, limits: DecodeLimits, key: str | None) -> Image.Image:
+    _own_the_pixel_limit()  # the check below is the one that decides (see there)
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -2,12 +2,12 @@
 
 A positive number is an int or float above zero: not zero, not negative, not NaN, never a
 bool.  Settings report a breach as a ConfigError naming the setting; flags as an argparse
-error (one line, exit 2).
+error (one line, exit 2).  argparse is imported only when a flag is parsed, so the function,
+which has no flags, never loads it.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,6 +34,8 @@ def require_positive(value: N, setting: str) -> N:
 def positive_arg(kind: Callable[[str], N]) -> Callable[[str], N]:
     """An argparse ``type=`` that parses with ``kind`` (int or float) and accepts positive numbers only."""
     def parse(text: str) -> N:
+        import argparse
+
         try:
             value = kind(text)
         except ValueError:

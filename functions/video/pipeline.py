@@ -29,7 +29,7 @@ from functions.video.reading import (
 )
 from functions.video.result import IMAGENET_SUMMARY_TOP, build_result
 from shared.config import VideoLimits
-from shared.errors import EmptyVideoError, NotAVideoError
+from shared.errors import EmptyVideoError, NotAVideoError, NoTimeLeftError
 from shared.imaging import fit_to_input
 
 BATCH_SIZE = 16
@@ -205,6 +205,12 @@ def process_video(path_in: Path, classifier: FrameClassifier, *, out_path: Path 
 def _run_and_finish(reader: FrameReader, pipeline: Pipeline, timer: Timer, writer: Any, name: str) -> None:
     try:
         run_frames(reader, pipeline, timer)
+        if reader.decoded == 0 and reader.out_of_time:
+            # Nothing is known about the clip yet: an EmptyVideoError would settle it (and skip
+            # every later delivery), although only this invocation's time ran out.
+            raise NoTimeLeftError(f"The time left in this invocation ran out before the first frame of {quoted(name)} "
+                                  "was decoded; it is retried. If this repeats, raise the clip function's timeout.",
+                                  key=name)
         if reader.decoded == 0:
             raise EmptyVideoError(f"{quoted(name)} has no video frames that could be decoded{reader.ffmpeg_note}; "
                                   f"{reader.diagnosis_of_nothing()}", key=name)

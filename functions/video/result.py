@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from functions.results import RESULT_SCHEMA_VERSION
+from functions.results import RESULT_SCHEMA_VERSION, VIDEO_PHASES
 
 if TYPE_CHECKING:  # for annotations only: the pipeline imports this module
     from functions.video.pipeline import Pipeline, Timer
@@ -89,13 +89,9 @@ def build_result(info: VideoInfo, plan: SamplingPlan, reader: FrameReader, pipel
     }
 
 
-# The phases of process_video, as keys of timings_ms (the function adds its own stages to them).
-PHASES = ("decode", "inference", "encode")
-
-
 def timings_ms(timer: Timer, total_s: float) -> dict[str, float]:
     """Milliseconds per phase and in all, like every other result's ``timings_ms``."""
-    spent = {phase: round(timer.spent.get(phase, 0.0) * 1000, 2) for phase in PHASES}
+    spent = {phase: round(timer.spent.get(phase, 0.0) * 1000, 2) for phase in VIDEO_PHASES}
     return {**spent, "total": round(total_s * 1000, 2)}
 
 

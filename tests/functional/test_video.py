@@ -24,6 +24,7 @@ from shared.errors import (
     EmptyVideoError,
     InvalidVideoError,
     NotAVideoError,
+    NoTimeLeftError,
     NoVideoStreamError,
     UnsupportedCodecError,
     VideoTooLargeError,
@@ -559,3 +560,17 @@ def test_decoding_stops_at_the_deadline_and_the_result_says_why(tiny: Classifier
     assert partial["cause"] == "time" and "timeout" in partial["reason"], partial
     assert 0 < partial["stopped_at_frame"] < 60 and result["video"]["frames_decoded"] == partial["stopped_at_frame"]
     assert len(decode_all(tmp_path / "annotated.mp4")[1]) == partial["stopped_at_frame"]
+
+
+def test_a_deadline_passed_before_the_first_frame_is_retried_not_settled(tiny: Classifier, clips: Path,
+                                                                        tmp_path: Path) -> None:
+    import time
+
+    from functions.results import is_final
+
+    whole = vf.write_clip(clips / "whole-late.mp4", vf.labels_switching(1.0), size=(320, 240))
+    with pytest.raises(NoTimeLeftError) as info:  # not EmptyVideoError, which would settle the clip
+        process_video(whole, tiny, out_path=tmp_path / "annotated.mp4", deadline=time.monotonic() - 1)
+    assert info.value.retryable and "ran out before the first frame" in info.value.message
+    assert not is_final({"status": "error", "error": {"type": info.value.kind}})
+    assert not (tmp_path / "annotated.mp4").exists()  # the half-made mp4 is removed

@@ -373,6 +373,19 @@ def test_declared_huge_dimensions_are_refused_before_decoding(width: int, height
     assert "50,000,000-pixel limit" in str(info.value) and "MAX_IMAGE_PIXELS" in str(info.value)
 
 
+def test_pillows_own_pixel_limit_is_switched_off_once_on_the_first_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in a fresh process (restored after the test, as is Pillow's limit).
+    monkeypatch.setattr(imaging, "_pixel_limit_owned", False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    data = encode(Image.new("L", (100, 100), 70), "PNG")  # 10,000 pixels: Pillow itself would refuse it
+    assert_uniform(decode_image(data, (8, 8), key=KEY), (8, 8), (70, 70, 70), 0)
+    assert Image.MAX_IMAGE_PIXELS is None
+    # Set once, not on every decode: a value set since is left alone.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
+    decode_image(encode(Image.new("RGB", (10, 10)), "PNG"), (5, 5))
+    assert Image.MAX_IMAGE_PIXELS == 5000
+
+
 def test_pixel_limit_is_inclusive() -> None:
     data = encode(Image.new("RGB", (10, 10)), "PNG")
     assert decode_image(data, (5, 5), limits=DecodeLimits(max_pixels=100)).shape == (5, 5, 3)
@@ -463,11 +476,79 @@ def _random_image(mode: str, size: tuple[int, int] = (150, 110)) -> Image.Image:
     }[mode]()
 
 
+def _to_rgb_v1(img: Image.Image) -> Image.Image:
+    """DECODER_VERSION 1's conversion to RGB, frozen here as it was (git show 08803c6:shared/imaging.py),
+    so that a change in shared.imaging's rewritten conversion (16-bit, 32-bit, float, alpha) shows."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in {"I;16", "I;16B", "I;16L", "I;16N", "I"}:
+        wide = np.asarray(img, dtype=np.int64)
+        grey = np.clip(wide // 257, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float64), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def _whole_image_reference(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    """What DECODER_VERSION 1 did: the whole frame upright, to RGB, then resized."""
+    """What DECODER_VERSION 1 did: the whole frame upright, to RGB (its own conversion), then resized."""
     with Image.open(io.BytesIO(data)) as img:
         img.load()
-        return imaging.fit_to_input(imaging._to_rgb(ImageOps.exif_transpose(img)), size)
+        return imaging.fit_to_input(_to_rgb_v1(ImageOps.exif_transpose(img)), size)
+
+
+def _tiny(mode: str) -> Image.Image:
+    """A 5x3 image of ``mode`` holding its edge values: the extremes, values past the 8-bit range,
+    negatives and fractions where the mode has them, and alpha from 0 to 255."""
+    u16 = np.array([[0, 1, 256, 257, 258], [32767, 32768, 32896, 65278, 65279], [65280, 65534, 65535, 514, 771]])
+    alpha = np.array([[0, 1, 127, 128, 255]] * 3, dtype=np.uint8)
+    grey = np.array([[0, 1, 2, 127, 128], [129, 200, 254, 255, 3], [9, 99, 199, 250, 251]], dtype=np.uint8)
+    rgb = np.stack([grey, grey[::-1], 255 - grey], axis=-1)
+    if mode in {"I;16", "I;16B", "I;16L"}:
+        return Image.frombytes(mode, (5, 3), u16.astype("<u2" if mode != "I;16B" else ">u2").tobytes())
+    if mode == "I":
+        return Image.fromarray(np.array([[-70000, -1, 0, 256, 257], [258, 65535, 65536, 65792, 2**31 - 1],
+                                         [-2**31, 1000, 30000, 40000, 70000]], dtype=np.int32))
+    if mode == "F":
+        return Image.fromarray(np.array([[-1e9, -0.5, 0.0, 0.4, 0.99], [1.0, 127.5, 254.99, 255.0, 255.01],
+                                         [256.0, 1e9, 3.3, 99.9, 200.5]], dtype=np.float32))
+    if mode == "P":
+        img = Image.fromarray(grey % 4, "L").convert("P")
+        img.putpalette([10, 20, 30, 200, 100, 0, 0, 0, 0, 255, 255, 255] + [0] * 252 * 3)
+        img.info["transparency"] = 2
+        return img
+    return {
+        "1": lambda: Image.fromarray(grey > 100),
+        "L": lambda: Image.fromarray(grey),
+        "LA": lambda: Image.merge("LA", [Image.fromarray(grey), Image.fromarray(alpha)]),
+        "RGBA": lambda: Image.merge("RGBA", [*Image.fromarray(rgb).split(), Image.fromarray(alpha)]),
+        "CMYK": lambda: Image.merge("CMYK", [Image.fromarray(c) for c in (grey, 255 - grey, alpha, grey[::-1])]),
+        "RGB": lambda: Image.fromarray(rgb),
+    }[mode]()
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I;16L", "I", "F"])
+def test_the_conversion_to_rgb_is_decoder_version_1s_in_every_mode(mode: str) -> None:
+    img = _tiny(mode)
+    assert img.mode == mode
+    expected = np.asarray(_to_rgb_v1(img.copy()))
+    assert np.array_equal(np.asarray(imaging._to_rgb(img.copy())), expected), mode
+    # And the same through the whole decoder, strips and all, where a format stores the mode as it is.
+    fmt = {"F": "TIFF", "I": "TIFF", "CMYK": "TIFF", "I;16B": None, "I;16L": None}.get(mode, "PNG")
+    if fmt is not None:
+        data = encode(img, fmt)
+        with Image.open(io.BytesIO(data)) as stored:
+            assert stored.mode == mode
+        assert np.array_equal(decode_image(data, (5, 3)), expected), mode
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "F"])

@@ -130,11 +130,12 @@ def decode_in_child(path: Path, **limits: int) -> dict:
 
 
 @pytest.mark.parametrize("mode", list(FRAMES))
-def test_the_largest_legal_frame_decodes_under_300_mb_in_every_mode(mode: str, tmp_path: Path) -> None:
+def test_the_largest_legal_frame_decodes_under_300_mb_in_every_mode(mode: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
     path = FRAMES[mode](tmp_path)
-    Image.MAX_IMAGE_PIXELS = None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # for this test's own open; restored after it
     with Image.open(path) as img:  # the file really is what the test says
         assert img.mode == mode and img.size == (SIDE, SIDE)
     result = decode_in_child(path)
@@ -153,7 +154,7 @@ def test_a_frame_whose_decoder_needs_too_much_is_refused_before_decoding(tmp_pat
     assert result["peak_mb"] < 50  # refused from the header: nothing was decoded
 
 
-def test_max_image_pixels_above_pillows_own_limit_is_honoured(tmp_path: Path) -> None:
+def test_max_image_pixels_above_pillows_own_limit_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
     side = 13_500  # 182,250,000 pixels: above Pillow's 178,956,970, below the setting given
@@ -161,7 +162,7 @@ def test_max_image_pixels_above_pillows_own_limit_is_honoured(tmp_path: Path) ->
     path = write_png(tmp_path / "huge.png", 0, 1, b"\xff" * ((side + 7) // 8), side=side)
     result = decode_in_child(path, max_pixels=200_000_000, max_decode_bytes=1 << 30)
     assert result.get("shape") == [224, 224, 3] and result["mean"] == 255.0, result
-    Image.MAX_IMAGE_PIXELS = None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # restored after the test
     result = decode_in_child(path, max_pixels=100_000_000)
     assert result["error"] == "DecompressionBombError", result
     assert "100,000,000-pixel limit" in result["message"] and "MAX_IMAGE_PIXELS" in result["message"]

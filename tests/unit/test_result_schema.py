@@ -61,3 +61,52 @@ def test_every_error_type_fits_the_error_field(name: str) -> None:
     doc = changed(status="error", error={"type": name, "message": "What to do."}, label=None, probability=None,
                   probabilities=None, imagenet_top=None, batch_size=0)
     assert schema_errors(doc) == []
+
+
+CLIP_OK: dict[str, Any] = {
+    **{k: v for k, v in FRAME_OK.items() if k in ("schema_version", "status", "model", "processed_at", "error")},
+    "kind": "video",
+    "source": {**FRAME_OK["source"], "key": "incoming/cam1/clip.mp4"},
+    "timings_ms": {"download": 50.0, "process": 900.0, "decode": 300.0, "inference": 400.0, "encode": 150.0,
+                   "upload": 20.0},
+    "annotated_key": "results/cam1/clip.mp4.annotated.mp4",
+    "video": {"container": "mov,mp4,m4a,3gp,3g2,mj2", "codec": "h264", "width": 320, "height": 240, "fps": 10.0,
+              "duration_s": 6.0, "frames_declared": 60, "bytes": 90000, "frames_decoded": 20, "frames_sampled": 20,
+              "bad_packets": 0},
+    "sampling": {"mode": "every_frame", "fps": None, "requested_fps": None, "max_frames": 1500, "capped": False},
+    "summary": {"dominant_label": "car", "label_share": {"bus": 0.0, "car": 1.0}, "imagenet_top": None,
+                "segments": [{"label": "car", "start_s": 0.0, "end_s": 2.0, "start_frame": 0, "end_frame": 19,
+                              "frames": 20, "sampled": 20}], "longest": {"bus": [], "car": []}},
+    "partial": {"stopped_at_frame": 20, "stopped_at_s": 1.9, "frames_declared": 60, "cause": "time",
+                "reason": "Decoding stopped at frame 20 to leave time to write this result."},
+    "annotated": {"codec": "h264", "pixel_format": "yuv420p", "width": 320, "height": 240, "fps": 10.0, "frames": 20},
+    "throughput": {"frames_per_s": 22.2, "sampled_frames_per_s": 22.2},
+    "frames": [{"frame": 0, "time_s": 0.0, "label": "car", "probability": 0.9, "positive_probability": 0.9,
+                "imagenet_top": None}],
+}
+
+
+@pytest.mark.parametrize("cause", ["time", "cut_short", "damaged"])
+def test_a_partial_clip_says_its_cause(cause: str) -> None:
+    assert schema_errors({**CLIP_OK, "partial": {**CLIP_OK["partial"], "cause": cause}}) == []
+    assert schema_errors({**CLIP_OK, "partial": None}) == []
+
+
+@pytest.mark.parametrize("partial", [
+    {k: v for k, v in CLIP_OK["partial"].items() if k != "cause"},
+    {**CLIP_OK["partial"], "cause": "tired"},
+], ids=["no-cause", "unknown-cause"])
+def test_a_partial_without_a_known_cause_is_refused(partial: dict[str, Any]) -> None:
+    assert any(line.startswith("partial") for line in schema_errors({**CLIP_OK, "partial": partial}))
+
+
+def test_annotated_key_is_described_with_its_long_key_fallback() -> None:
+    import json
+
+    from tests.result_schema import SCHEMA_PATH
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    described = schema["$defs"]["video"]["properties"]["annotated_key"]["description"]
+    assert "_long/" in described and "sha256" in described and "_long/" in schema["description"]
+    fallback = f"results/_long/{'0' * 64}.annotated.mp4"
+    assert schema_errors({**CLIP_OK, "annotated_key": fallback}) == []

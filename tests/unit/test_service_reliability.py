@@ -4,15 +4,19 @@
   ``results/_long/<sha256>.json``, and the result names its source key;
 * racing deliveries of one input write its result once (conditional writes);
 * a replacement (another model) is written only over the result that was read;
+* a lost write is settled by the stored result: skipped only if it answers this delivery,
+  written afresh if it was deleted, otherwise retried (a delivery of older bytes or an older
+  model must not have the last word); a losing clip delivery leaves the winner's mp4 alone;
 * the frames of a batch share a decode budget, and a frame that cannot fit gets an error
   result while the rest go on;
 * FUNCTION_ROLE splits frames and clips between two functions;
-* clips are not started when the invocation has no time left.
+* clips are not started (nor downloaded) when the invocation has no time left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,9 +29,14 @@ from PIL import Image
 from functions import clips
 from functions.classify import make_handler
 from functions.events import ObjectRef
-from functions.service import ClassifyService, Status, annotated_key_for, result_key_for
+from functions.service import ClassifyService, Status, annotated_key_for, is_final, result_key_for
 from shared.config import FunctionSettings
-from shared.errors import NoTimeLeftError
+from shared.errors import (
+    ImageTooLargeForMemoryError,
+    ImageTooLargeToDecodeError,
+    NoTimeLeftError,
+    ResultConflictError,
+)
 from shared.runtime import Classifier
 from shared.storage import MAX_KEY_BYTES
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
@@ -100,16 +109,22 @@ def test_a_long_clip_key_gets_both_its_results_at_fallback_keys(store: MemorySto
 
 
 class RacingStore(MemoryStore):
-    """Holds every HEAD of a result key until ``parties`` deliveries have made it: all see "absent"."""
+    """Holds the first HEAD of a result key of each of ``parties`` deliveries until all have made
+    it, so all see the same state; later HEADs (a loser's second look) pass straight through."""
 
     def __init__(self, parties: int) -> None:
         super().__init__("frames")
         self.barrier = threading.Barrier(parties, timeout=10)
+        self.held = 0
 
     def head(self, key: str) -> Any:
         info = super().head(key)
         if key.startswith("results/"):
-            self.barrier.wait()
+            with self._lock:
+                self.held += 1
+                hold = self.held <= self.barrier.parties
+            if hold:
+                self.barrier.wait()
         return info
 
 
@@ -161,6 +176,73 @@ def test_a_new_model_replaces_the_result_once_even_when_deliveries_race(tiny: Cl
     assert store.get_json("results/old.jpg.json")["model"]["version"] == tiny.manifest.version
 
 
+class LosingStore(MemoryStore):
+    """Runs ``meanwhile(self)`` once, just before the first conditional write of a result: what a
+    racing delivery (or someone deleting the result) does between this delivery's read and write."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__("frames")
+        self.meanwhile = meanwhile
+
+    def put(self, key: str, body: bytes, **kwargs: Any) -> str:
+        if key.startswith("results/") and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile(self)
+        return super().put(key, body, **kwargs)
+
+
+def test_a_result_deleted_between_the_read_and_the_replacement_is_written_afresh(tiny: Classifier) -> None:
+    store = LosingStore(lambda s: s.objects.pop("results/d.jpg.json"))  # the If-Match then meets a 404
+    store.put("incoming/d.jpg", frame(RED))
+    store.objects["results/d.jpg.json"] = b'{"status": "ok", "model": {"version": "an-older-model"}}'
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/d.jpg")])
+    assert outcome.status is Status.OK, (outcome.reason, outcome.error)
+    result = store.get_json("results/d.jpg.json")
+    assert result["label"] == "car" and result["model"]["version"] == tiny.manifest.version
+
+
+@pytest.mark.parametrize("winner", [
+    {"source": {"etag": "etag-of-older-bytes"}},  # a delivery of the input's previous bytes
+    {"source": None, "model": {"version": "an-older-model"}},  # a container still on the older model
+])
+def test_a_race_lost_to_a_result_for_other_bytes_or_model_is_retried_then_replaced(
+        tiny: Classifier, winner: dict[str, Any]) -> None:
+    def other_delivery_wins(s: MemoryStore) -> None:
+        etag = s.head("incoming/w.jpg")
+        assert etag is not None
+        doc = {"status": "ok", "model": {"version": tiny.manifest.version}, "source": {"etag": etag.etag}}
+        doc.update({k: v for k, v in winner.items() if v is not None})
+        s.put("results/w.jpg.json", json.dumps(doc).encode(), if_none_match=True)
+
+    store = LosingStore(other_delivery_wins)
+    store.put("incoming/w.jpg", frame(RED))
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/w.jpg")])
+    assert outcome.status is Status.FAILED and outcome.needs_retry
+    assert isinstance(outcome.error, ResultConflictError) and outcome.error.retryable
+    assert store.writes["results/w.jpg.json"] == 1  # the other delivery's result, left as it was
+    # The redelivery reads that result, sees it answers other bytes (or model) and replaces it.
+    [again] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/w.jpg")])
+    assert again.status is Status.OK
+    result = store.get_json("results/w.jpg.json")
+    input_info = store.head("incoming/w.jpg")
+    assert input_info is not None and result["source"]["etag"] == input_info.etag
+    assert result["model"]["version"] == tiny.manifest.version and result["label"] == "car"
+
+
+def test_a_race_lost_to_a_result_that_answers_this_delivery_is_skipped(tiny: Classifier) -> None:
+    def same_delivery_wins(s: MemoryStore) -> None:
+        info = s.head("incoming/same.jpg")
+        assert info is not None
+        s.put("results/same.jpg.json", json.dumps({"status": "ok", "label": "winner", "source": {"etag": info.etag},
+                                                   "model": {"version": tiny.manifest.version}}).encode())
+
+    store = LosingStore(same_delivery_wins)
+    store.put("incoming/same.jpg", frame(RED))
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/same.jpg")])
+    assert outcome.status is Status.SKIPPED and outcome.result is not None and outcome.result["label"] == "winner"
+    assert store.writes["results/same.jpg.json"] == 1
+
+
 # -- the decode budget -------------------------------------------------------------------------
 
 
@@ -179,8 +261,26 @@ def test_a_frame_too_large_for_the_decode_budget_gets_an_error_and_the_batch_goe
     assert small_outcome.status is Status.OK
     assert big_outcome.status is Status.ERROR
     error = store.get_json("results/big.png.json")["error"]
-    assert error["type"] == "ImageTooLargeToDecodeError" and "FUNCTION_MEMORY_MB" in error["message"]
+    # Its own class (a subclass of ImageTooLargeToDecodeError): the refusal is about the memory, not the frame.
+    assert error["type"] == "ImageTooLargeForMemoryError" and "FUNCTION_MEMORY_MB" in error["message"]
     assert runner.frames.budget.used == 0
+
+
+def test_a_frame_refused_for_the_decode_budget_is_decoded_once_the_memory_is_raised(
+        store: MemoryStore, tiny: Classifier) -> None:
+    import io
+
+    big = io.BytesIO()
+    Image.new("RGBA", (3000, 3000), (200, 10, 10, 255)).save(big, "PNG", compress_level=1)
+    store.put("incoming/big.png", big.getvalue())
+    [refused] = service(store, tiny, memory_mb=100).run([ObjectRef(store.bucket, "incoming/big.png")])
+    assert refused.status is Status.ERROR and refused.result is not None and not is_final(refused.result)
+    # The same bytes again, now with the memory: decoded, and the refusal is replaced.
+    [again] = service(store, tiny, memory_mb=2048).run([ObjectRef(store.bucket, "incoming/big.png")])
+    assert again.status is Status.OK and store.get_json("results/big.png.json")["label"] == "car"
+    # A refusal over MAX_DECODE_MB is about the frame itself (like the pixel limit): it stays final.
+    assert is_final({"status": "error", "error": {"type": "ImageTooLargeToDecodeError"}})
+    assert not ImageTooLargeForMemoryError.settles_input and ImageTooLargeToDecodeError.settles_input
 
 
 # -- two functions: frames and clips -------------------------------------------------------------
@@ -253,3 +353,90 @@ def test_a_clip_with_no_time_left_is_retried_not_failed(tmp_path: Path, monkeypa
     with pytest.raises(NoTimeLeftError):  # raised, so the platform redelivers the event
         handler(s3_event("frames", ["incoming/c.mp4"]), Context(1500))
     assert not fake.calls and "results/c.mp4.json" not in store.objects
+
+
+@pytest.mark.parametrize("late_by_s", [0.0, 5.0])
+def test_a_clip_out_of_time_is_not_downloaded(store: MemoryStore, tiny: Classifier,
+                                              monkeypatch: pytest.MonkeyPatch, late_by_s: float) -> None:
+    fake = FakeProcessVideo()
+    monkeypatch.setattr(clips, "process_video", fake)
+    monkeypatch.setattr(clips, "decoding_deadline", lambda deadline: deadline)  # no share kept for writing
+    store.put("incoming/late.mp4", CLIP_BYTES)
+    outcome = service(store, tiny).clips.run(ObjectRef(store.bucket, "incoming/late.mp4"),
+                                             deadline=time.monotonic() - late_by_s)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, NoTimeLeftError)
+    assert "to download" in outcome.error.message
+    assert store.downloads == [] and not fake.calls and "results/late.mp4.json" not in store.objects
+
+
+# -- the annotated mp4 of racing clip deliveries --------------------------------------------------
+
+
+class ClipRaceStore(MemoryStore):
+    """Runs ``meanwhile(self)`` once, as this delivery finishes processing (its annotated mp4 is
+    made, not yet uploaded): what another delivery of the clip does in the meantime."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__("frames")
+        self.meanwhile = meanwhile
+        self.result_heads = 0
+
+    def head(self, key: str) -> Any:
+        if key.endswith(".json"):
+            self.result_heads += 1  # the first is the skip check's, the second comes just before the upload
+            if self.result_heads == 2 and self.meanwhile is not None:
+                meanwhile, self.meanwhile = self.meanwhile, None
+                meanwhile(self)
+        return super().head(key)
+
+
+def other_delivery(model: str, *, json_too: bool, etag: str | None = None) -> Any:
+    """Another delivery's writes: its mp4 and (``json_too``) its result, for ``etag`` (the
+    input's current ETag when None) and ``model``."""
+
+    def write(s: MemoryStore) -> None:
+        info = s.head("incoming/r.mp4")
+        assert info is not None
+        s.put("results/r.mp4.annotated.mp4", b"the other delivery's mp4", content_type="video/mp4")
+        if json_too:
+            doc = {"status": "ok", "kind": "video", "annotated_key": "results/r.mp4.annotated.mp4",
+                   "model": {"version": model}, "source": {"etag": etag or info.etag}}
+            s.put("results/r.mp4.json", json.dumps(doc).encode(), if_none_match=True)
+    return write
+
+
+def run_clip_race(tiny: Classifier, monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> tuple[ClipRaceStore, Any]:
+    monkeypatch.setattr(clips, "process_video", FakeProcessVideo())
+    store = ClipRaceStore(meanwhile)
+    store.put("incoming/r.mp4", CLIP_BYTES)
+    [outcome] = service(store, tiny).run([ObjectRef(store.bucket, "incoming/r.mp4")])
+    assert store.meanwhile is None  # the other delivery did run in between
+    return store, outcome
+
+
+@pytest.mark.parametrize("etag, model", [("etag-of-older-bytes", None), (None, "an-older-model")],
+                         ids=["older-bytes", "older-model"])
+def test_a_clip_delivery_that_lost_the_race_leaves_the_winners_mp4(
+        tiny: Classifier, monkeypatch: pytest.MonkeyPatch, etag: str | None, model: str | None) -> None:
+    winner = other_delivery(model or tiny.manifest.version, json_too=True, etag=etag)
+    store, outcome = run_clip_race(tiny, monkeypatch, winner)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, ResultConflictError)
+    assert store.objects["results/r.mp4.annotated.mp4"] == b"the other delivery's mp4"
+    assert store.writes["results/r.mp4.annotated.mp4"] == 1 and store.writes["results/r.mp4.json"] == 1
+
+
+def test_a_clip_delivery_whose_twin_won_is_skipped_without_uploading(tiny: Classifier,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    store, outcome = run_clip_race(tiny, monkeypatch, other_delivery(tiny.manifest.version, json_too=True))
+    assert outcome.status is Status.SKIPPED and outcome.result is not None
+    assert store.writes["results/r.mp4.annotated.mp4"] == 1  # the twin's upload only
+
+
+def test_an_mp4_uploaded_meanwhile_is_not_overwritten_and_no_json_is_written(
+        tiny: Classifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    twin = other_delivery(tiny.manifest.version, json_too=False)  # its mp4 is up, its JSON on the way
+    store, outcome = run_clip_race(tiny, monkeypatch, twin)
+    assert outcome.status is Status.FAILED and isinstance(outcome.error, ResultConflictError)
+    assert "r.mp4.annotated.mp4 was uploaded meanwhile" in outcome.error.message
+    assert store.objects["results/r.mp4.annotated.mp4"] == b"the other delivery's mp4"
+    assert "results/r.mp4.json" not in store.objects

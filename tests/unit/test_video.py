@@ -291,6 +291,19 @@ def test_summary_lists_every_class_even_when_unseen() -> None:
                                        {"class": "tabby", "mean_probability": 0.1}]
 
 
+def test_the_phases_process_video_times_are_the_ones_the_clip_result_keeps() -> None:
+    from functions.results import VIDEO_PHASES
+    from functions.video import result
+
+    ticks = iter(range(100))
+    timer = Timer(lambda: float(next(ticks)))
+    for phase in ("decode", "inference", "encode", "something-else"):
+        with timer(phase):
+            pass
+    assert list(result.timings_ms(timer, 5.0)) == [*VIDEO_PHASES, "total"]  # one list, in functions/results.py
+    assert not hasattr(result, "PHASES")
+
+
 # -- overlay -------------------------------------------------------------------------------
 
 
