@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shared.cameras import CameraRule
+from shared.cli import INPUT_PREFIX, add_s3_arguments, resolve_s3_arguments
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
 
@@ -64,10 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batch.score", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     s3 = p.add_argument_group("input")
-    s3.add_argument("--bucket", help="bucket holding the frames, the models and the results (env BUCKET)")
-    s3.add_argument("--input-prefix", help="frames under this prefix (env INPUT_PREFIX; default incoming/)")
-    s3.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    s3.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    add_s3_arguments(s3, bucket_help="bucket holding the frames, the models and the results (env BUCKET)",
+                     prefix=INPUT_PREFIX)
     s3.add_argument("--camera-regex", metavar="REGEX",
                     help="regex over the key below the input prefix whose match (or first group) names the camera "
                     "(default: the first path part)")
@@ -96,9 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> BatchConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    where = resolve_s3_arguments(args, env, prefix=INPUT_PREFIX)
+    bucket = where.bucket
     for flag in ("frames_per_task", "download_threads"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
@@ -108,11 +106,8 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Batc
         raise ConfigError("Give either --keys or --since/--until, not both: a key list is scored as it is.")
     if args.keys is not None and not args.keys.is_file():
         raise ConfigError(f"--keys {args.keys} is not a file.")
-    s3 = S3Settings.from_env(env)
-    function = FunctionSettings.from_env(env)
     settings = dataclasses.replace(
-        function, model_bucket=bucket, input_prefix=args.input_prefix or function.input_prefix,
-        s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
+        FunctionSettings.from_env(env), model_bucket=bucket, input_prefix=where.prefix, s3=where.s3,
         max_workers=args.download_threads, role="all")  # FUNCTION_ROLE splits deployments; a batch takes every input
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     if since and until and since >= until:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.backbones import backbone_names
+from shared.cli import TRAIN_PREFIX, add_s3_arguments, resolve_s3_arguments
 from shared.config import DecodeLimits, S3Settings, normalise_prefix
 from shared.errors import ConfigError
 from training import head_input as head_inputs
@@ -57,10 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.fit", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     s3 = p.add_argument_group("data in S3")
-    s3.add_argument("--bucket", help="bucket holding the labelled images (env BUCKET)")
-    s3.add_argument("--prefix", help="prefix above the label folders (env TRAIN_PREFIX; default train/)")
-    s3.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    s3.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    add_s3_arguments(s3, bucket_help="bucket holding the labelled images (env BUCKET)", prefix=TRAIN_PREFIX)
     s3.add_argument("--labels", help="comma-separated labels to use, e.g. bus,car (default: every label folder)")
     s3.add_argument("--positive", help="positive class of a binary head (default: the second label in sorted order)")
     s3.add_argument("--group-by", metavar="REGEX", help="regex over the key below PREFIX whose match (or first group) "
@@ -113,16 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    where = resolve_s3_arguments(args, env, prefix=TRAIN_PREFIX)
     _check_positive_numbers(args)
-    s3 = S3Settings.from_env(env)
     overrides = {k: v for k, v in (("n_estimators", args.n_estimators), ("learning_rate", args.learning_rate),
                                    ("num_leaves", args.num_leaves)) if v is not None}
     return FitConfig(
-        bucket=bucket, prefix=normalise_prefix(args.prefix or env.get("TRAIN_PREFIX") or "train/"),
-        s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
+        bucket=where.bucket, prefix=where.prefix, s3=where.s3,
         labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None,
         positive=args.positive, backbone=args.backbone, weights=args.weights, folds=args.folds, seed=args.seed,
         batch_size=args.batch_size, workers=args.workers,

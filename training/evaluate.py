@@ -28,6 +28,7 @@ import numpy as np
 from functions.events import ObjectRef
 from functions.service import ClassifyService
 from shared import bundle
+from shared.cli import PrefixFlag, add_s3_arguments, resolve_s3_arguments
 from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
@@ -42,6 +43,8 @@ CHUNK = 256  # frames handed to the service at a time (it batches inference itse
 TOP_N = 12
 # Where the function's result documents for an evaluation go: <this><version>/<name>/<key>.json.
 RESULTS_SCRATCH = "cache/evaluation-results/"
+# Given on the command line every time: no environment fallback.
+PREFIX = PrefixFlag("--prefix", "prefix above the label folders, e.g. check/ (<prefix><label>/...)", required=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +87,13 @@ class LoadedModel:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bucket", help="bucket holding the labelled frames and the models (env BUCKET)")
-    p.add_argument("--prefix", required=True, help="prefix above the label folders, e.g. check/ (<prefix><label>/...)")
+    add_s3_arguments(p, bucket_help="bucket holding the labelled frames and the models (env BUCKET)", prefix=PREFIX)
     p.add_argument("--model", default="latest", help="latest (models/latest.json) or a bundle version (default latest)")
     p.add_argument("--bundle", type=Path, help="a local bundle folder instead of one in the bucket")
     p.add_argument("--model-prefix", default="models/", help="where bundles live in the bucket (default models/)")
     p.add_argument("--name", help="name of this evaluation (default: the prefix and the UTC time)")
     p.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below PREFIX whose match (or first "
                    "group) names the camera; accuracy is reported per camera")
-    p.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto (env S3_ENDPOINT_URL)")
-    p.add_argument("--region", help="S3 region (env AWS_REGION)")
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads and decodes (default 8)")
     p.add_argument("--top", type=int, default=TOP_N,
                    help=f"misclassified and least-confident keys listed (default {TOP_N})")
@@ -104,18 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str],
                      clock: Callable[[], dt.datetime]) -> EvalConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    where = resolve_s3_arguments(args, env, prefix=PREFIX)
     if args.workers < 1 or args.top < 0:
         raise ConfigError("--workers must be at least 1 and --top at least 0.")
-    prefix = normalise_prefix(args.prefix)
+    prefix = where.prefix
     name = args.name or f"{prefix.strip('/').replace('/', '-') or 'root'}-{clock():%Y%m%dT%H%M%SZ}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
         raise ConfigError(f"--name {name!r} may hold only letters, digits, '.', '_' and '-'.")
-    s3 = S3Settings.from_env(env)
-    return EvalConfig(bucket=bucket, prefix=prefix, s3=S3Settings(args.endpoint_url or s3.endpoint_url,
-                                                                    args.region or s3.region),
+    return EvalConfig(bucket=where.bucket, prefix=prefix, s3=where.s3,
                       model=args.model, bundle_dir=args.bundle, model_prefix=normalise_prefix(args.model_prefix),
                       name=name, camera_regex=args.camera_regex,
                       function=dataclasses.replace(FunctionSettings.from_env(env), max_workers=args.workers),
