@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from functions.classify import client_store_factory
 from functions.events import ObjectRef
 from functions.service import ClassifyService, Outcome, Status, StoreFactory
 from shared.bundle import load_pinned
+from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
 from shared.runtime import Classifier
 
@@ -57,6 +57,7 @@ class TaskSpec:
     backoff_s: float = 1.0
     ort_threads: int | None = None  # None: spark.task.cpus of the running task
     chunk: int = CHUNK
+    clock: Clock = utc_now  # the rows' scored_at; a module-level function, so it pickles by reference
 
 
 class WorkerState:
@@ -140,7 +141,7 @@ def score_items(spec: TaskSpec, items: Sequence[tuple[Any, Any, Any, Any]], work
 
     refs = [ObjectRef(spec.bucket, str(key), _str(etag), _int(size)) for key, etag, size, _ in items]
     outcomes, attempts = run_with_retries(spec, refs)
-    now = datetime.now(timezone.utc)
+    now = spec.clock()
     return [row_for(outcome, str(item[3]), spec.classes, run_id=spec.run_id, scored_at=now, attempts=n, worker=worker)
             for outcome, item, n in zip(outcomes, items, attempts, strict=True)]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import os
 import re
 import sys
@@ -29,6 +28,7 @@ from functions.events import ObjectRef
 from functions.service import ClassifyService
 from shared import bundle
 from shared.cli import PrefixFlag, add_s3_arguments, resolve_s3_arguments
+from shared.clock import Clock, utc_now
 from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
@@ -101,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str],
-                     clock: Callable[[], dt.datetime]) -> EvalConfig:
+def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str], clock: Clock) -> EvalConfig:
     args = build_parser().parse_args(argv)
     where = resolve_s3_arguments(args, env, prefix=PREFIX)
     if args.workers < 1 or args.top < 0:
@@ -118,14 +117,10 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str],
                       out=args.out, top_n=args.top)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock = utc_now) -> int:
     env = os.environ if env is None else env
     try:
-        config = config_from_args(argv, env, utcnow)
+        config = config_from_args(argv, env, clock)
         store = ObjectStore(make_client(config.s3, max_pool_connections=config.function.max_workers * 2), config.bucket)
         with tempfile.TemporaryDirectory(prefix="cctv-eval-") as tmp:
             model = load_model(store, config, Path(tmp))

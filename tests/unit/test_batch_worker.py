@@ -166,3 +166,9 @@ def test_first_line_of_a_task_error_and_the_progress_line() -> None:
     assert first_line(Exception(text)).endswith("ValueError: bad thing")
     assert progress_line(50, 200, 10.0) == "batch: 50/200 frames scored, 5.0 frames/s, ETA 30 s"
     assert progress_line(0, 200, 12.0) == "batch: 0/200 frames scored, 12 s in (tasks report as they finish)"
+
+
+def test_rows_are_stamped_by_the_injected_clock(flaky: FlakyStore, tmp_path: Path) -> None:
+    spec = TaskSpec(**{**spec_for(tmp_path).__dict__, "clock": lambda: NOW})
+    rows = worker.score_items(spec, items(flaky), "host:1")
+    assert rows and {r["scored_at"] for r in rows} == {NOW}
