@@ -18,6 +18,7 @@ from shared.cameras import CameraRule
 from shared.cli import INPUT_PREFIX, add_s3_arguments, resolve_s3_arguments
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from shared.validation import require_positive
 
 DESCRIPTION = """\
 Score every frame under s3://BUCKET/INPUT_PREFIX on Apache Spark with the cloud function's
@@ -98,8 +99,7 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Batc
     where = resolve_s3_arguments(args, env, prefix=INPUT_PREFIX)
     bucket = where.bucket
     for flag in ("frames_per_task", "download_threads"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
+        require_positive(getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.retries < 0:
         raise ConfigError("--retries must be 0 or more.")
     if args.keys is not None and (args.since or args.until):

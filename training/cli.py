@@ -12,6 +12,7 @@ from shared.backbones import backbone_names
 from shared.cli import TRAIN_PREFIX, add_s3_arguments, resolve_s3_arguments
 from shared.config import DecodeLimits, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from shared.validation import require_positive
 from training import head_input as head_inputs
 
 DESCRIPTION = """\
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitConfig:
     args = build_parser().parse_args(argv)
     where = resolve_s3_arguments(args, env, prefix=TRAIN_PREFIX)
-    _check_positive_numbers(args)
+    _check_numbers(args)
     overrides = {k: v for k, v in (("n_estimators", args.n_estimators), ("learning_rate", args.learning_rate),
                                    ("num_leaves", args.num_leaves)) if v is not None}
     return FitConfig(
@@ -129,10 +130,9 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         force=args.force, onnx_cache_prefix=None if args.no_cache else normalise_prefix(args.onnx_cache_prefix))
 
 
-def _check_positive_numbers(args: argparse.Namespace) -> None:
+def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("folds", "batch_size", "workers", "parity_images", "max_image_bytes", "max_image_pixels"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
+        require_positive(getattr(args, flag), f"--{flag.replace('_', '-')}")  # the one positive-number rule
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2 for cross-validation.")
     if not 0 <= args.gate_margin < 1:

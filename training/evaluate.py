@@ -33,6 +33,7 @@ from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
+from shared.validation import require_positive
 from training import eval_report
 from training.dataset import Dataset, Item, list_dataset
 from training.features import Unreadable
@@ -104,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str], clock: Clock) -> EvalConfig:
     args = build_parser().parse_args(argv)
     where = resolve_s3_arguments(args, env, prefix=PREFIX)
-    if args.workers < 1 or args.top < 0:
-        raise ConfigError("--workers must be at least 1 and --top at least 0.")
+    require_positive(args.workers, "--workers")
+    if args.top < 0:
+        raise ConfigError("--top must be 0 or more.")
     prefix = where.prefix
     name = args.name or f"{prefix.strip('/').replace('/', '-') or 'root'}-{clock():%Y%m%dT%H%M%SZ}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
