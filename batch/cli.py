@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from shared.cameras import CameraRule
 from shared.cli import INPUT_PREFIX, add_s3_arguments, resolve_s3_arguments
+from shared.clock import parse_time
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
 from shared.validation import require_positive
@@ -128,8 +129,7 @@ def _when(text: str | None, flag: str) -> datetime | None:
     """An ISO date or date-time; without a zone it is UTC."""
     if not text:
         return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a date or time; use 2026-11-01 or 2026-11-01T06:00:00Z.") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    moment = parse_time(text)
+    if moment is None:
+        raise ConfigError(f"{flag} {text!r} is not a date or time; use 2026-11-01 or 2026-11-01T06:00:00Z.")
+    return moment

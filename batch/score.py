@@ -68,7 +68,7 @@ def plan_items(store: ObjectStore, cfg: BatchConfig, out: Printer) -> list[Item]
     else:
         listed = plan.list_frames(store, prefix, since=cfg.since, until=cfg.until, threads=cfg.list_threads)
         source = f"s3://{cfg.bucket}/{prefix}"
-    items, outside = plan.to_items(listed, cfg.cameras)
+    items, outside = plan.to_items(listed, cfg.cameras, cfg.settings)
     if outside:
         out(f"batch: {outside} key(s) are not under {prefix!r}; left out")
     if not items:

@@ -30,6 +30,7 @@ from shared import bundle
 from shared.cli import PrefixFlag, add_s3_arguments, resolve_s3_arguments
 from shared.clock import Clock, utc_now
 from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_prefix
+from shared.decision import is_thresholded
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
@@ -232,7 +233,9 @@ def score(items: Sequence[Item], store: ObjectStore, clf: Classifier, *,
 def _scored(item: Item, result: dict[str, Any], clf: Classifier) -> Scored:
     m = clf.manifest
     probabilities = {c: float(p) for c, p in result["probabilities"].items()}
-    if m.positive_class is not None and m.threshold is not None and len(m.classes) == 2:
+    positive = m.classes.index(m.positive_class) if m.positive_class in m.classes else None
+    if is_thresholded(len(m.classes), positive, m.threshold):
+        assert m.positive_class is not None and m.threshold is not None  # narrowed by is_thresholded
         confidence = abs(probabilities[m.positive_class] - m.threshold)
     else:
         confidence = max(probabilities.values())
@@ -253,7 +256,8 @@ def figures(scored: list[Scored], classes: list[str], positive: str | None, thre
     wrong = [s for s in scored if s.predicted != s.label]
     out["misclassified"] = [dataclasses.asdict(s) for s in sorted(wrong, key=lambda s: -s.confidence)[:top_n]]
     out["least_confident"] = [dataclasses.asdict(s) for s in sorted(scored, key=lambda s: s.confidence)[:top_n]]
-    if pos is not None and threshold is not None and len(classes) == 2:
+    if is_thresholded(len(classes), pos, threshold):
+        assert pos is not None  # narrowed by is_thresholded
         out["sweep"] = sweep(y == pos, probs[:, pos])
         out["positive_scores"] = probs[:, pos].round(6).tolist()
         out["y_positive"] = (y == pos).astype(int).tolist()
