@@ -82,8 +82,8 @@ def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted:
         store: ObjectStore | None = None, clock: Clock = utc_now) -> dict[str, Any]:
     """One batch run; returns the summary document (also written to S3 and printed).
 
-    ``store`` is the bucket's (default: one from ``cfg.s3``, built by :func:`main`'s edge here);
-    ``clock`` stamps the run id, the summary's times and each row's ``scored_at``.
+    ``store`` is the bucket's (:func:`main` builds it with :func:`default_store`, as does a caller that
+    passes none); ``clock`` stamps the run id, the summary's times and each row's ``scored_at``.
     """
     started_at = clock()
     if spark is None and not submitted:
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None, *, submitted: bool = False) -> int:
     env = os.environ
     try:
         cfg = config_from_args(argv, env)
-        doc = run(cfg, out=lambda line: print(line, flush=True), submitted=submitted)
+        doc = run(cfg, out=lambda line: print(line, flush=True), submitted=submitted, store=default_store(cfg))
     except CCTVError as exc:
         print(f"batch.score: error: {exc}", file=sys.stderr)
         return exc.exit_code
