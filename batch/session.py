@@ -128,8 +128,8 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
 
 
 def local_python_conf() -> dict[str, str]:
-    """Local workers import this repository: Spark puts ``spark.executorEnv.PYTHONPATH`` ahead of the
-    PYTHONPATH the JVM inherited, in the workers' environment only (like MALLOC_ARENA_MAX in COMMON_CONF)."""
+    """Local workers import this repository: Spark adds ``spark.executorEnv.PYTHONPATH`` to the path of the
+    Python workers it starts, and to nothing else (like MALLOC_ARENA_MAX in COMMON_CONF)."""
     return {"spark.executorEnv.PYTHONPATH": str(REPO_ROOT)}
 
 
