@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from shared.cameras import CameraRule
+from shared.cli import INPUT_PREFIX, add_s3_arguments, resolve_s3_arguments
+from shared.clock import parse_time
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from shared.validation import require_positive
 
 DESCRIPTION = """\
 Score every frame under s3://BUCKET/INPUT_PREFIX on Apache Spark with the cloud function's
@@ -64,10 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m batch.score", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     s3 = p.add_argument_group("input")
-    s3.add_argument("--bucket", help="bucket holding the frames, the models and the results (env BUCKET)")
-    s3.add_argument("--input-prefix", help="frames under this prefix (env INPUT_PREFIX; default incoming/)")
-    s3.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    s3.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    add_s3_arguments(s3, bucket_help="bucket holding the frames, the models and the results (env BUCKET)",
+                     prefix=INPUT_PREFIX)
     s3.add_argument("--camera-regex", metavar="REGEX",
                     help="regex over the key below the input prefix whose match (or first group) names the camera "
                     "(default: the first path part)")
@@ -96,23 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> BatchConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
+    where = resolve_s3_arguments(args, env, prefix=INPUT_PREFIX)
+    bucket = where.bucket
     for flag in ("frames_per_task", "download_threads"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
+        require_positive(getattr(args, flag), f"--{flag.replace('_', '-')}")
     if args.retries < 0:
         raise ConfigError("--retries must be 0 or more.")
     if args.keys is not None and (args.since or args.until):
         raise ConfigError("Give either --keys or --since/--until, not both: a key list is scored as it is.")
     if args.keys is not None and not args.keys.is_file():
         raise ConfigError(f"--keys {args.keys} is not a file.")
-    s3 = S3Settings.from_env(env)
-    function = FunctionSettings.from_env(env)
     settings = dataclasses.replace(
-        function, model_bucket=bucket, input_prefix=args.input_prefix or function.input_prefix,
-        s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
+        FunctionSettings.from_env(env), model_bucket=bucket, input_prefix=where.prefix, s3=where.s3,
         max_workers=args.download_threads, role="all")  # FUNCTION_ROLE splits deployments; a batch takes every input
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
     if since and until and since >= until:
@@ -133,8 +129,7 @@ def _when(text: str | None, flag: str) -> datetime | None:
     """An ISO date or date-time; without a zone it is UTC."""
     if not text:
         return None
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a date or time; use 2026-11-01 or 2026-11-01T06:00:00Z.") from None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    moment = parse_time(text)
+    if moment is None:
+        raise ConfigError(f"{flag} {text!r} is not a date or time; use 2026-11-01 or 2026-11-01T06:00:00Z.")
+    return moment

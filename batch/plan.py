@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from functions.results import result_key_for
 from functions.service import is_final
 from shared.cameras import CameraRule
+from shared.config import FunctionSettings
 from shared.errors import ConfigError
 from shared.storage import ObjectStore, translate
 
@@ -222,14 +224,18 @@ def contiguous(items: Sequence[Item], n: int) -> list[list[Item]]:
     return out
 
 
-def to_items(listed: Iterable[Listed], cameras: CameraRule) -> tuple[list[Item], int]:
-    """Items under the input prefix (sorted by camera, then key), and how many keys were outside it.
+def to_items(listed: Iterable[Listed], cameras: CameraRule,
+             settings: FunctionSettings | None = None) -> tuple[list[Item], int]:
+    """Items the function would process (sorted by camera, then key), and how many keys were left out.
 
-    The camera comes from :mod:`shared.cameras`, the rule ``python -m ops`` uses too.
+    Whether a key is in scope is the function's own rule (``result_key_for``: under the input
+    prefix, not a folder marker), with ``settings`` (default: the function's, reading the
+    cameras' input prefix).  The camera comes from :mod:`shared.cameras`, the rule ``python -m ops`` uses too.
     """
+    settings = settings or FunctionSettings(input_prefix=cameras.input_prefix)
     inside, outside = [], 0
     for item in listed:
-        if not item.key.startswith(cameras.input_prefix) or item.key.endswith("/"):
+        if result_key_for(settings, item.key) is None:
             outside += 1
             continue
         inside.append(Item(item.key, item.etag, item.size, cameras.camera(item.key)))

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from batch.plan import Item
 from batch.session import build_session, check_java, first_line, is_local
 from batch.worker import INPUT_SCHEMA, STATS_SCHEMA, TaskSpec, score_partition
 from shared.bundle import Manifest, fetch_manifest, resolve_version, sha256_bytes
+from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError, NoInputError, SparkJobError
 from shared.storage import ObjectStore, make_client
 
@@ -67,7 +68,7 @@ def plan_items(store: ObjectStore, cfg: BatchConfig, out: Printer) -> list[Item]
     else:
         listed = plan.list_frames(store, prefix, since=cfg.since, until=cfg.until, threads=cfg.list_threads)
         source = f"s3://{cfg.bucket}/{prefix}"
-    items, outside = plan.to_items(listed, cfg.cameras)
+    items, outside = plan.to_items(listed, cfg.cameras, cfg.settings)
     if outside:
         out(f"batch: {outside} key(s) are not under {prefix!r}; left out")
     if not items:
@@ -77,12 +78,17 @@ def plan_items(store: ObjectStore, cfg: BatchConfig, out: Printer) -> list[Item]
     return items
 
 
-def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted: bool = False) -> dict[str, Any]:
-    """One batch run; returns the summary document (also written to S3 and printed)."""
-    started_at = datetime.now(timezone.utc)
+def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted: bool = False,
+        store: ObjectStore | None = None, clock: Clock = utc_now) -> dict[str, Any]:
+    """One batch run; returns the summary document (also written to S3 and printed).
+
+    ``store`` is the bucket's (:func:`main` builds it with :func:`default_store`, as does a caller that
+    passes none); ``clock`` stamps the run id, the summary's times and each row's ``scored_at``.
+    """
+    started_at = clock()
     if spark is None and not submitted:
         check_java(os.environ)  # before any work, so a machine without Java fails in one line
-    store = ObjectStore(make_client(cfg.s3, max_pool_connections=64), cfg.bucket)
+    store = default_store(cfg) if store is None else store
     store.check_bucket()
     cfg = with_region(cfg)
     model = resolve_model(store, cfg)
@@ -102,13 +108,13 @@ def run(cfg: BatchConfig, *, spark: Any = None, out: Printer = print, submitted:
             ship_code(spark)
         try:
             t0 = time.perf_counter()
-            stats = execute(spark, cfg, _spec(cfg, model, run_id), todo, out)
+            stats = execute(spark, cfg, _spec(cfg, model, run_id, clock), todo, out)
             scoring_s = time.perf_counter() - t0
         finally:
             if owned and not submitted:
                 spark.stop()
     newest = table.newest_by_key(table.read_newest(fs, cfg.bucket, cfg.results_table, model.version))
-    doc = _document(cfg, model, run_id, started_at, items, done, todo, stats, scoring_s, newest)
+    doc = _document(cfg, model, run_id, (started_at, clock()), items, done, todo, stats, scoring_s, newest)
     _publish(store, cfg, model, run_id, doc, out)
     return doc
 
@@ -140,10 +146,15 @@ def ship_code(spark: Any) -> None:
     spark.sparkContext.addPyFile(str(code))
 
 
-def _spec(cfg: BatchConfig, model: Model, run_id: str) -> TaskSpec:
+def default_store(cfg: BatchConfig) -> ObjectStore:
+    """The driver's store for the bucket: its own boto3 client, with room for the parallel listing."""
+    return ObjectStore(make_client(cfg.s3, max_pool_connections=64), cfg.bucket)
+
+
+def _spec(cfg: BatchConfig, model: Model, run_id: str, clock: Clock) -> TaskSpec:
     return TaskSpec(bucket=cfg.bucket, settings=cfg.settings, model_version=model.version,
                     manifest_sha256=model.manifest_sha256, classes=tuple(model.manifest.classes), run_id=run_id,
-                    table=cfg.results_table, cache_dir=cfg.cache_dir, retries=cfg.retries)
+                    table=cfg.results_table, cache_dir=cfg.cache_dir, retries=cfg.retries, clock=clock)
 
 
 def execute(spark: Any, cfg: BatchConfig, spec: TaskSpec, todo: Sequence[Item], out: Printer) -> list[dict[str, Any]]:
@@ -187,8 +198,8 @@ def progress_line(done: int, total: int, elapsed: float) -> str:
     return f"batch: {done}/{total} frames scored, {rate:.1f} frames/s, ETA {eta}"
 
 
-def _document(cfg: BatchConfig, model: Model, run_id: str, started_at: datetime, items: Sequence[Item], done: int,
-              todo: Sequence[Item], stats: Sequence[Mapping[str, Any]], scoring_s: float,
+def _document(cfg: BatchConfig, model: Model, run_id: str, times: tuple[datetime, datetime], items: Sequence[Item],
+              done: int, todo: Sequence[Item], stats: Sequence[Mapping[str, Any]], scoring_s: float,
               newest: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     summary = table.summarise({i.key: i.camera for i in items}, newest, run_id, scoring_s)
     workers: dict[str, dict[str, Any]] = {}
@@ -201,8 +212,8 @@ def _document(cfg: BatchConfig, model: Model, run_id: str, started_at: datetime,
         "run_id": run_id, "bucket": cfg.bucket, "input_prefix": cfg.settings.input_prefix,
         "model": {"version": model.version, "manifest_sha256": model.manifest_sha256},
         "table": f"s3://{table.version_path(cfg.bucket, cfg.results_table, model.version)}/",
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": times[0].isoformat(timespec="seconds"),
+        "finished_at": times[1].isoformat(timespec="seconds"),
         "frames": len(items), "already_scored": done, "scored": len(todo), "tasks": len(stats),
         "scoring_s": round(scoring_s, 2),
         "frames_per_s": round(len(todo) / scoring_s, 2) if scoring_s > 0 else None,
@@ -229,7 +240,7 @@ def main(argv: Sequence[str] | None = None, *, submitted: bool = False) -> int:
     env = os.environ
     try:
         cfg = config_from_args(argv, env)
-        doc = run(cfg, out=lambda line: print(line, flush=True), submitted=submitted)
+        doc = run(cfg, out=lambda line: print(line, flush=True), submitted=submitted, store=default_store(cfg))
     except CCTVError as exc:
         print(f"batch.score: error: {exc}", file=sys.stderr)
         return exc.exit_code

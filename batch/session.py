@@ -85,7 +85,7 @@ def build_session(master: str | None, *, verbose: bool = False, app_name: str = 
         builder = builder.master(master)
         if is_local(master):
             settings.update(LOCAL_CONF)
-            _local_python_env()
+            settings.update(local_python_conf())
         if not verbose:
             settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"
     settings.update(conf or {})
@@ -93,7 +93,7 @@ def build_session(master: str | None, *, verbose: bool = False, app_name: str = 
         builder = builder.config(key, value)
     log = None if verbose or master is None else jvm_log_path()
     try:
-        with _stderr_to(log):
+        with _stderr_to(log), _worker_python(master is not None and is_local(master)):
             session = builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - a JVM that would not start: one line, not its trace
         where = f"its log is {log}" if log else "run with --verbose to see its logs"
@@ -127,13 +127,32 @@ def _stderr_to(path: Path | None) -> Iterator[None]:
         os.close(saved)
 
 
-def _local_python_env() -> None:
-    """Local workers: this interpreter (not whatever ``python3`` is on PATH) and this repository on the path."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)  # local workers inherit the JVM's environment
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(REPO_ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *paths])
+def local_python_conf() -> dict[str, str]:
+    """Local workers import this repository: Spark adds ``spark.executorEnv.PYTHONPATH`` to the path of the
+    Python workers it starts, and to nothing else (like MALLOC_ARENA_MAX in COMMON_CONF)."""
+    return {"spark.executorEnv.PYTHONPATH": str(REPO_ROOT)}
+
+
+@contextlib.contextmanager
+def _worker_python(local: bool) -> Iterator[None]:
+    """Local workers run this interpreter, not whatever ``python3`` is on PATH.
+
+    pyspark reads the workers' interpreter from ``PYSPARK_PYTHON`` once, as the context starts
+    (``spark.pyspark.python`` only counts under spark-submit), so it is set for that moment and
+    then restored: ``batch.score.run`` used as a library leaves its caller's environment as it was.
+    """
+    if not local or os.environ.get("PYSPARK_PYTHON"):
+        yield
+        return
+    saved = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = saved
 
 
 def first_line(exc: BaseException) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlparse
 
 from functions.service import Outcome, Status
+from shared.clock import parse_time
 from shared.config import S3Settings
 
 PARTITION = "model_version"
@@ -75,7 +76,7 @@ def row_for(outcome: Outcome, camera: str, classes: Sequence[str], *, run_id: st
         **{columns[cls]: probabilities.get(cls) for cls in classes},
         "error_type": error.get("type") if error else None, "error_message": error.get("message") if error else None,
         "reused": reused, "attempts": attempts, "result_key": outcome.result_key, "run_id": run_id,
-        "processed_at": _parse_time((result or {}).get("processed_at")), "scored_at": scored_at, "worker": worker,
+        "processed_at": parse_time((result or {}).get("processed_at")), "scored_at": scored_at, "worker": worker,
     }
 
 
@@ -83,12 +84,6 @@ def _error_of(exc: BaseException | None) -> dict[str, str] | None:
     if exc is None:
         return None
     return {"type": str(getattr(exc, "kind", type(exc).__name__)), "message": str(exc)[:500]}
-
-
-def _parse_time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 # -- S3 -----------------------------------------------------------------------------

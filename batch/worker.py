@@ -20,16 +20,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from functions.classify import client_store_factory
 from functions.events import ObjectRef
 from functions.service import ClassifyService, Outcome, Status, StoreFactory
-from shared.bundle import fetch_files, fetch_manifest
+from shared.bundle import load_pinned
+from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
 from shared.runtime import Classifier
-from shared.storage import ObjectStore, make_client
 
 INPUT_SCHEMA = "key string, etag string, size long, camera string"
 STATS_SCHEMA = ("partition int, attempt int, frames long, ok long, error long, failed long, reused long, "
@@ -57,6 +57,7 @@ class TaskSpec:
     backoff_s: float = 1.0
     ort_threads: int | None = None  # None: spark.task.cpus of the running task
     chunk: int = CHUNK
+    clock: Clock = utc_now  # the rows' scored_at; a module-level function, so it pickles by reference
 
 
 class WorkerState:
@@ -64,19 +65,15 @@ class WorkerState:
 
     def __init__(self, stores: StoreFactory | None = None) -> None:
         self.bundle_loads = 0
-        self._stores = stores  # injected by tests; else one boto3 client for the worker
-        self._client: Any = None
+        self._stores = stores  # injected by tests; else one boto3 client for the worker (the function's own)
         self._classifier: Classifier | None = None
         self._key: tuple[str, str, int] | None = None
         self._lock = threading.Lock()
 
     def stores(self, settings: FunctionSettings) -> StoreFactory:
-        if self._stores is not None:
-            return self._stores
-        if self._client is None:
-            self._client = make_client(settings.s3, max_pool_connections=max(16, 2 * settings.max_workers))
-        client = self._client
-        return lambda bucket: ObjectStore(client, bucket)
+        if self._stores is None:
+            self._stores = client_store_factory(settings)
+        return self._stores
 
     def classifier(self, spec: TaskSpec, threads: int) -> Classifier:
         """The model the driver resolved: fetched once, sha256-checked, written atomically (shared.bundle)."""
@@ -84,10 +81,8 @@ class WorkerState:
         with self._lock:
             if self._classifier is None or self._key != key:
                 store = self.stores(spec.settings)(spec.settings.model_bucket or spec.bucket)
-                prefix = spec.settings.model_prefix
-                manifest, raw = fetch_manifest(store, prefix, spec.model_version, spec.manifest_sha256)
-                folder = fetch_files(store, prefix, spec.model_version, manifest, raw, Path(spec.cache_dir))
-                self._classifier = Classifier(folder, manifest, threads=threads)
+                self._classifier = load_pinned(store, spec.settings.model_prefix, spec.model_version,
+                                               spec.manifest_sha256, Path(spec.cache_dir), threads=threads)
                 self._key = key
                 self.bundle_loads += 1
             return self._classifier
@@ -146,7 +141,7 @@ def score_items(spec: TaskSpec, items: Sequence[tuple[Any, Any, Any, Any]], work
 
     refs = [ObjectRef(spec.bucket, str(key), _str(etag), _int(size)) for key, etag, size, _ in items]
     outcomes, attempts = run_with_retries(spec, refs)
-    now = datetime.now(timezone.utc)
+    now = spec.clock()
     return [row_for(outcome, str(item[3]), spec.classes, run_id=spec.run_id, scored_at=now, attempts=n, worker=worker)
             for outcome, item, n in zip(outcomes, items, attempts, strict=True)]
 

@@ -72,12 +72,13 @@ def function_mode(key: str, variant: str) -> dict:
     import functions.classify as fc
 
     t_import = time.time()
+    import shared.bundle as sb
     import shared.runtime as rt
 
     _wrap(fc, "resolve_version", phases, "resolve_latest")
-    _wrap(fc, "fetch_manifest", phases, "fetch_manifest")
+    _wrap(sb, "fetch_manifest", phases, "fetch_manifest")  # called by shared.bundle.load_pinned
     # These two run on the model-load thread, overlapping the frame's download and decode.
-    _wrap(fc, "fetch_files", phases, "fetch_verify_files_bg")
+    _wrap(sb, "fetch_files", phases, "fetch_verify_files_bg")
     _wrap(rt, "open_sessions", phases, "onnx_sessions_bg")
     _wrap(fc, "client_store_factory", phases, "boto3_client")
     _wrap(rt.Classifier, "predict", phases, "predict_incl_wait")

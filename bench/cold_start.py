@@ -46,6 +46,8 @@ from bench.common import (
     weights_for,
 )
 from bench.ctx import Ctx, Figure
+from functions.results import result_key_for
+from shared.config import FunctionSettings
 
 CHILD = str(REPO / "bench" / "cold_child.py")
 TARGET_S = 0.6
@@ -159,11 +161,13 @@ def run(ctx: Ctx) -> dict[str, Any]:
                 key = next(keys)
                 store.put(key, frame, content_type="image/jpeg")
                 cache_dir = cache or tempfile.mkdtemp(dir=tmp, prefix="model-cache-")
-                out = _spawn([rt_python, CHILD, "function", key, variant],
-                             _function_env(server.endpoint_url, bucket, cache_dir, code))
+                env = _function_env(server.endpoint_url, bucket, cache_dir, code)
+                out = _spawn([rt_python, CHILD, "function", key, variant], env)
                 if not out["ok"]:
                     raise RuntimeError(f"the cold function did not classify the frame: {out['response']}")
-                out["result"] = store.get_json(key.replace("incoming/", "results/", 1) + ".json")
+                result_key = result_key_for(FunctionSettings.from_env(env), key)
+                assert result_key is not None, key  # the bench's frames are under INPUT_PREFIX
+                out["result"] = store.get_json(result_key)
                 return out
 
             kenv = repo_env({"KERAS_HOME": str(home)} if home else None)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,18 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 CACHE = BENCH / ".cache"
 RESULTS = BENCH / "results"
-# The data kit (real photos, Keras weights). Absent on most machines: the benches then use
-# generated frames and random weights, and say so in their notes.
-KIT = Path(os.environ.get("CCTV_KIT", REPO.parent / "shared"))
 BACKBONES = ("mobilenet_v2", "resnet50")
 FRAME_SIZE = (960, 576)  # the CCTV frame of benchmarks 1-3 (width, height)
+
+
+def kit(env: Mapping[str, str] | None = None) -> Path:
+    """The data kit (real photos, Keras weights): ``CCTV_KIT``, else ``../shared`` beside the repository.
+
+    Absent on most machines: the benches then use generated frames and random weights, and say so
+    in their notes.  Read when asked, not at import.
+    """
+    env = os.environ if env is None else env
+    return Path(env.get("CCTV_KIT") or REPO.parent / "shared")
 
 
 # -- statistics -------------------------------------------------------------------------
@@ -142,7 +149,7 @@ def run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 9
 @contextlib.contextmanager
 def keras_home() -> Iterator[Path | None]:
     """A writable copy of the kit's Keras cache (MobileNetV2 ImageNet weights), or None."""
-    src = KIT / "keras" / "models"
+    src = kit() / "keras" / "models"
     own = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     for candidate in (own, src):
         if (candidate / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").is_file():
@@ -169,7 +176,7 @@ class Photo:
 
 
 def kit_photos() -> list[Photo]:
-    root = KIT / "data" / "vehicles-dev"
+    root = kit() / "data" / "vehicles-dev"
     if not root.is_dir():
         return []
     out = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import KIT, fmt, keras_home, log, repo_env, summary, weights_for
+from bench.common import fmt, keras_home, kit, log, repo_env, summary, weights_for
 from bench.ctx import Ctx, Figure
 
 TARGET = 0.85
@@ -36,15 +36,15 @@ def _cpu(pid: int) -> float:
 
 def _seed(store: Any, prefix: str, n: int, source: str) -> str:
     per = n // 2
-    if source == "crops" and (KIT / "data" / "cctv-car-minibus").is_dir():
-        root = KIT / "data" / "cctv-car-minibus"
+    if source == "crops" and (kit() / "data" / "cctv-car-minibus").is_dir():
+        root = kit() / "data" / "cctv-car-minibus"
         for label in ("car", "minibus"):
             for path in sorted((root / label).glob("*.jpg"))[:per]:
                 store.put(f"{prefix}{label}/{path.name}", path.read_bytes(), content_type="image/jpeg")
         return f"{2 * per} kit CCTV crops (cctv-car-minibus, 100x100)"
-    if source == "photos" and (KIT / "data" / "vehicles-dev").is_dir():
+    if source == "photos" and (kit() / "data" / "vehicles-dev").is_dir():
         count = 0
-        for label_dir in sorted(p for p in (KIT / "data" / "vehicles-dev").iterdir() if p.is_dir()):
+        for label_dir in sorted(p for p in (kit() / "data" / "vehicles-dev").iterdir() if p.is_dir()):
             photos = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
             for path in photos[:per]:
                 store.put(f"{prefix}{label_dir.name}/{path.name}", path.read_bytes(), content_type="image/jpeg")

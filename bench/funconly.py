@@ -52,6 +52,7 @@ def _mem_store_class() -> type:
 def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: str = "shipped",
         batch: int = 10, tag: str = "x") -> dict[str, Any]:
     from functions.classify import make_handler
+    from functions.results import result_key_for
     from shared.config import FunctionSettings
 
     store = _mem_store_class()("mem")
@@ -77,6 +78,6 @@ def run(bundle_dir: Path, data: list[bytes], *, ort: str = "baseline", service: 
         handler({"Records": [record(k) for k in keys[i:i + batch]]}, None)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(keys) - batch
-    ok = sum(1 for k in keys[batch:] if f"results/{k[len('incoming/'):]}.json" in store.objects)
+    ok = sum(1 for k in keys[batch:] if result_key_for(settings, k) in store.objects)
     return {"frames": n, "results": ok, "fps": round(n / wall, 1), "cpu_ms_per_frame": round(cpu * 1000 / n, 1),
             "wall_ms_per_frame": round(wall * 1000 / n, 2)}

@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from bench.common import KIT, fmt, keras_home, log, main_python, repo_env, run as run_cmd, summary, weights_for
+from bench.common import fmt, keras_home, kit, log, main_python, repo_env, run as run_cmd, summary, weights_for
 from bench.ctx import Ctx, Figure
 
 TARGET = 0.3
@@ -24,7 +24,7 @@ BENCH = 8
 
 
 def _seed(store: Any) -> str:
-    root = KIT / "data" / "vehicles-dev"
+    root = kit() / "data" / "vehicles-dev"
     if root.is_dir():
         n = 0
         for path in sorted(root.glob("*/*")):
@@ -58,7 +58,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
         store = ObjectStore(make_client(S3Settings(server.endpoint_url, "us-east-1")), "bench-rerun")
         store.client.create_bucket(Bucket=store.bucket)
         data = _seed(store)
-        weights = weights_for("mobilenet_v2", home) if (KIT / "data" / "vehicles-dev").is_dir() else "random"
+        weights = weights_for("mobilenet_v2", home) if (kit() / "data" / "vehicles-dev").is_dir() else "random"
         env = repo_env({"KERAS_HOME": str(home)} if home is not None else None)
         firsts, reruns = [], []
         for rep in range(1 if ctx.quick else ctx.reps):

@@ -22,7 +22,7 @@ from typing import Any
 
 from functions.events import ParsedEvent, SourceKind, parse_event
 from functions.service import ClassifyService, Outcome, Status, StoreFactory, left_alone
-from shared.bundle import fetch_files, fetch_manifest, resolve_version
+from shared.bundle import load_pinned, resolve_version
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings
 from shared.errors import CCTVError, ConfigError, UnsupportedEventError
@@ -45,10 +45,8 @@ def load_classifier(store: ObjectStore, settings: FunctionSettings) -> Classifie
     decodes its first frames; a failure there is raised where the classifier is first used.
     """
     version, manifest_sha256 = resolve_version(store, settings.model_prefix, settings.model_version)
-    manifest, manifest_bytes = fetch_manifest(store, settings.model_prefix, version, manifest_sha256)
-    cache = Path(settings.model_cache_dir)
-    return Classifier.in_background(
-        manifest, lambda: fetch_files(store, settings.model_prefix, version, manifest, manifest_bytes, cache))
+    return load_pinned(store, settings.model_prefix, version, manifest_sha256, Path(settings.model_cache_dir),
+                       background=True)
 
 
 def client_store_factory(settings: FunctionSettings) -> StoreFactory:

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import (
     AccessDeniedError,
@@ -32,6 +32,9 @@ from shared.errors import (
 )
 from shared.manifest import ManifestDoc, problems
 from shared.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from shared.runtime import Classifier
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -297,6 +300,28 @@ def fetch_manifest(store: ObjectStore, model_prefix: str, version: str,
         raise BundleIntegrityError(f"s3://{store.bucket}/{key} does not match the checksum in {LATEST}; the "
                                    "bundle was altered. Retrain or restore it.", bucket=store.bucket, key=key)
     return _parse_manifest(manifest_bytes, where=f"s3://{store.bucket}/{model_prefix}{version}/"), manifest_bytes
+
+
+def load_pinned(store: ObjectStore, model_prefix: str, version: str, manifest_sha256: str | None, cache_dir: Path,
+                *, threads: int | None = None, background: bool = False) -> Classifier:
+    """The classifier of bundle ``version``, once something has resolved it (``resolve_version``, or a batch
+    driver that fixes the version and manifest sha256 for every task).
+
+    The manifest is read and checked now, so a missing, tampered or incompatible bundle
+    raises here.  The files (each checked, cached in ``cache_dir/<version>``) and the ONNX
+    sessions come before this returns, or, with ``background``, on a thread: the function's
+    cold start overlaps them with its first downloads (``Classifier.in_background``).
+    """
+    from shared.runtime import Classifier  # imported here: shared.runtime imports this module
+
+    manifest, manifest_bytes = fetch_manifest(store, model_prefix, version, manifest_sha256)
+
+    def files() -> Path:
+        return fetch_files(store, model_prefix, version, manifest, manifest_bytes, cache_dir)
+
+    if background:
+        return Classifier.in_background(manifest, files, threads=threads)
+    return Classifier(files(), manifest, threads=threads)
 
 
 def fetch_files(store: ObjectStore, model_prefix: str, version: str, manifest: Manifest, manifest_bytes: bytes,

@@ -250,6 +250,13 @@ class PromotionRefusedError(TrainingError):
     exit_code = 5
 
 
+class WeightsDownloadError(CCTVError):
+    """Keras' downloader gave no verified weights file (training.weights_download); ``str()`` says why in
+    one line, which ``training.keras_backbone`` puts into its WeightsNotFoundError."""
+
+    exit_code = 2
+
+
 # -- model bundles ------------------------------------------------------------------
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.backbones import backbone_names
+from shared.cli import TRAIN_PREFIX, add_s3_arguments, resolve_s3_arguments
 from shared.config import DecodeLimits, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from shared.validation import require_positive
 from training import head_input as head_inputs
 
 DESCRIPTION = """\
@@ -57,10 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.fit", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     s3 = p.add_argument_group("data in S3")
-    s3.add_argument("--bucket", help="bucket holding the labelled images (env BUCKET)")
-    s3.add_argument("--prefix", help="prefix above the label folders (env TRAIN_PREFIX; default train/)")
-    s3.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    s3.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
+    add_s3_arguments(s3, bucket_help="bucket holding the labelled images (env BUCKET)", prefix=TRAIN_PREFIX)
     s3.add_argument("--labels", help="comma-separated labels to use, e.g. bus,car (default: every label folder)")
     s3.add_argument("--positive", help="positive class of a binary head (default: the second label in sorted order)")
     s3.add_argument("--group-by", metavar="REGEX", help="regex over the key below PREFIX whose match (or first group) "
@@ -113,16 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
-    _check_positive_numbers(args)
-    s3 = S3Settings.from_env(env)
+    where = resolve_s3_arguments(args, env, prefix=TRAIN_PREFIX)
+    _check_numbers(args)
     overrides = {k: v for k, v in (("n_estimators", args.n_estimators), ("learning_rate", args.learning_rate),
                                    ("num_leaves", args.num_leaves)) if v is not None}
     return FitConfig(
-        bucket=bucket, prefix=normalise_prefix(args.prefix or env.get("TRAIN_PREFIX") or "train/"),
-        s3=S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region),
+        bucket=where.bucket, prefix=where.prefix, s3=where.s3,
         labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()) if args.labels else None,
         positive=args.positive, backbone=args.backbone, weights=args.weights, folds=args.folds, seed=args.seed,
         batch_size=args.batch_size, workers=args.workers,
@@ -135,10 +130,9 @@ def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> FitC
         force=args.force, onnx_cache_prefix=None if args.no_cache else normalise_prefix(args.onnx_cache_prefix))
 
 
-def _check_positive_numbers(args: argparse.Namespace) -> None:
+def _check_numbers(args: argparse.Namespace) -> None:
     for flag in ("folds", "batch_size", "workers", "parity_images", "max_image_bytes", "max_image_pixels"):
-        if getattr(args, flag) < 1:
-            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1.")
+        require_positive(getattr(args, flag), f"--{flag.replace('_', '-')}")  # the one positive-number rule
     if args.folds < 2:
         raise ConfigError("--folds must be at least 2 for cross-validation.")
     if not 0 <= args.gate_margin < 1:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import os
 import re
 import sys
@@ -28,10 +27,14 @@ import numpy as np
 from functions.events import ObjectRef
 from functions.service import ClassifyService
 from shared import bundle
+from shared.cli import PrefixFlag, add_s3_arguments, resolve_s3_arguments
+from shared.clock import Clock, utc_now
 from shared.config import DecodeLimits, FunctionSettings, S3Settings, normalise_prefix
+from shared.decision import is_thresholded
 from shared.errors import CCTVError, ConfigError, DatasetError
 from shared.runtime import Classifier
 from shared.storage import ObjectStore, make_client
+from shared.validation import require_positive
 from training import eval_report
 from training.dataset import Dataset, Item, list_dataset
 from training.features import Unreadable
@@ -42,6 +45,8 @@ CHUNK = 256  # frames handed to the service at a time (it batches inference itse
 TOP_N = 12
 # Where the function's result documents for an evaluation go: <this><version>/<name>/<key>.json.
 RESULTS_SCRATCH = "cache/evaluation-results/"
+# Given on the command line every time: no environment fallback.
+PREFIX = PrefixFlag("--prefix", "prefix above the label folders, e.g. check/ (<prefix><label>/...)", required=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,16 +89,13 @@ class LoadedModel:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bucket", help="bucket holding the labelled frames and the models (env BUCKET)")
-    p.add_argument("--prefix", required=True, help="prefix above the label folders, e.g. check/ (<prefix><label>/...)")
+    add_s3_arguments(p, bucket_help="bucket holding the labelled frames and the models (env BUCKET)", prefix=PREFIX)
     p.add_argument("--model", default="latest", help="latest (models/latest.json) or a bundle version (default latest)")
     p.add_argument("--bundle", type=Path, help="a local bundle folder instead of one in the bucket")
     p.add_argument("--model-prefix", default="models/", help="where bundles live in the bucket (default models/)")
     p.add_argument("--name", help="name of this evaluation (default: the prefix and the UTC time)")
     p.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below PREFIX whose match (or first "
                    "group) names the camera; accuracy is reported per camera")
-    p.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto (env S3_ENDPOINT_URL)")
-    p.add_argument("--region", help="S3 region (env AWS_REGION)")
     p.add_argument("--workers", type=int, default=8, help="concurrent downloads and decodes (default 8)")
     p.add_argument("--top", type=int, default=TOP_N,
                    help=f"misclassified and least-confident keys listed (default {TOP_N})")
@@ -101,35 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str],
-                     clock: Callable[[], dt.datetime]) -> EvalConfig:
+def config_from_args(argv: Sequence[str] | None, env: Mapping[str, str], clock: Clock) -> EvalConfig:
     args = build_parser().parse_args(argv)
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
-    if args.workers < 1 or args.top < 0:
-        raise ConfigError("--workers must be at least 1 and --top at least 0.")
-    prefix = normalise_prefix(args.prefix)
+    where = resolve_s3_arguments(args, env, prefix=PREFIX)
+    require_positive(args.workers, "--workers")
+    if args.top < 0:
+        raise ConfigError("--top must be 0 or more.")
+    prefix = where.prefix
     name = args.name or f"{prefix.strip('/').replace('/', '-') or 'root'}-{clock():%Y%m%dT%H%M%SZ}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
         raise ConfigError(f"--name {name!r} may hold only letters, digits, '.', '_' and '-'.")
-    s3 = S3Settings.from_env(env)
-    return EvalConfig(bucket=bucket, prefix=prefix, s3=S3Settings(args.endpoint_url or s3.endpoint_url,
-                                                                    args.region or s3.region),
+    return EvalConfig(bucket=where.bucket, prefix=prefix, s3=where.s3,
                       model=args.model, bundle_dir=args.bundle, model_prefix=normalise_prefix(args.model_prefix),
                       name=name, camera_regex=args.camera_regex,
                       function=dataclasses.replace(FunctionSettings.from_env(env), max_workers=args.workers),
                       out=args.out, top_n=args.top)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None, clock: Clock = utc_now) -> int:
     env = os.environ if env is None else env
     try:
-        config = config_from_args(argv, env, utcnow)
+        config = config_from_args(argv, env, clock)
         store = ObjectStore(make_client(config.s3, max_pool_connections=config.function.max_workers * 2), config.bucket)
         with tempfile.TemporaryDirectory(prefix="cctv-eval-") as tmp:
             model = load_model(store, config, Path(tmp))
@@ -239,7 +233,9 @@ def score(items: Sequence[Item], store: ObjectStore, clf: Classifier, *,
 def _scored(item: Item, result: dict[str, Any], clf: Classifier) -> Scored:
     m = clf.manifest
     probabilities = {c: float(p) for c, p in result["probabilities"].items()}
-    if m.positive_class is not None and m.threshold is not None and len(m.classes) == 2:
+    positive = m.classes.index(m.positive_class) if m.positive_class in m.classes else None
+    if is_thresholded(len(m.classes), positive, m.threshold):
+        assert m.positive_class is not None and m.threshold is not None  # narrowed by is_thresholded
         confidence = abs(probabilities[m.positive_class] - m.threshold)
     else:
         confidence = max(probabilities.values())
@@ -260,7 +256,8 @@ def figures(scored: list[Scored], classes: list[str], positive: str | None, thre
     wrong = [s for s in scored if s.predicted != s.label]
     out["misclassified"] = [dataclasses.asdict(s) for s in sorted(wrong, key=lambda s: -s.confidence)[:top_n]]
     out["least_confident"] = [dataclasses.asdict(s) for s in sorted(scored, key=lambda s: s.confidence)[:top_n]]
-    if pos is not None and threshold is not None and len(classes) == 2:
+    if is_thresholded(len(classes), pos, threshold):
+        assert pos is not None  # narrowed by is_thresholded
         out["sweep"] = sweep(y == pos, probs[:, pos])
         out["positive_scores"] = probs[:, pos].round(6).tolist()
         out["y_positive"] = (y == pos).astype(int).tolist()

@@ -7,7 +7,6 @@ imported, so user errors come back in a second as one line and a non-zero exit.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ import numpy as np
 
 from shared import bundle
 from shared.backbones import BackboneSpec, get_backbone
+from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError, DatasetError, PromotionRefusedError
 from shared.imaging import DECODER_VERSION, RESIZE_FILTER
 from shared.manifest import BackboneDoc, ManifestDoc
@@ -42,13 +42,8 @@ from training.keras_backbone import (
 )
 from training.onnx_cache import FILES as ONNX_FILES, OnnxCache, cache_key, onnx_features
 
-Clock = Callable[[], dt.datetime]
 VERSIONED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnxmltools",
                       "lightgbm", "scikit-learn", "numpy", "pillow")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -68,7 +63,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     return 0
 
 
-def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock: Clock = utcnow) -> dict[str, Any]:
+def run(config: FitConfig, store: ObjectStore, *, env: Mapping[str, str], clock: Clock = utc_now) -> dict[str, Any]:
     """The whole training job; returns the report and where the bundle went."""
     spec = get_backbone(config.backbone)
     choice = resolve_weights(spec, config.weights, home=keras_home(env), seed=config.seed)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from shared.backbones import BackboneSpec
+from shared.errors import WeightsDownloadError
 
 TIMEOUT_S = 600
 # Where each Keras application keeps its download base URL and (if any) its published hashes.
@@ -59,10 +60,6 @@ except BaseException as exc:
 """
 
 
-class DownloadFailed(Exception):
-    """The download did not give a verified file; ``str()`` says why in one line."""
-
-
 def download(spec: BackboneSpec, home: Path, *, include_top: bool = True, base_url: str | None = None,
              python: str = sys.executable, timeout: float = TIMEOUT_S) -> tuple[Path, bool]:
     """Download ``spec``'s ImageNet weights into ``home/models``; return the path and whether a hash was checked.
@@ -72,7 +69,7 @@ def download(spec: BackboneSpec, home: Path, *, include_top: bool = True, base_u
     try:
         module, attr, hash_key = SOURCES[spec.keras_application]
     except KeyError:
-        raise DownloadFailed(f"no download source is known for {spec.keras_application}") from None
+        raise WeightsDownloadError(f"no download source is known for {spec.keras_application}") from None
     name = spec.weights_file_top if include_top else spec.weights_file_notop
     request = {"module": module, "base_attr": attr, "hash_key": hash_key, "include_top": include_top,
                "file": name, "home": str(home), "base_url": base_url}
@@ -81,11 +78,11 @@ def download(spec: BackboneSpec, home: Path, *, include_top: bool = True, base_u
         proc = subprocess.run([python, "-c", _CHILD, json.dumps(request)], capture_output=True, text=True,
                               timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise DownloadFailed(f"the download took longer than {timeout:.0f} s") from None
+        raise WeightsDownloadError(f"the download took longer than {timeout:.0f} s") from None
     answer = _last_json(proc.stdout)
     if answer is None or "error" in answer:
         why = (answer or {}).get("error") or (proc.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise DownloadFailed(why.rstrip("."))
+        raise WeightsDownloadError(why.rstrip("."))
     return Path(answer["path"]), bool(answer["hash_checked"])
 
 

@@ -10,6 +10,7 @@ import io
 import itertools
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from batch.cli import config_from_args
 from batch.score import main, run
 from devstack.samples import jpeg_bytes
 from functions import classify
+from shared.clock import Clock
 from shared.config import DecodeLimits, FunctionSettings, S3Settings
 from shared.storage import ObjectStore
 from tests.fakes import TickingClock, build_tiny_bundle, publish_bundle, s3_event
@@ -33,6 +35,8 @@ RED, BLUE = (220, 30, 30), (30, 30, 220)
 # The function's own limits, from the same environment names the function reads.
 ENV_LIMITS = {"MAX_IMAGE_BYTES": "200000", "MAX_IMAGE_PIXELS": "1000000"}
 VOLATILE = ("timings_ms", "processed_at", "batch_size")  # how and when, not what
+# The driver's environment before any session: building one must leave it as it was.
+ENV_BEFORE = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYSPARK_PYTHON", "MALLOC_ARENA_MAX")}
 _ids = itertools.count()
 
 
@@ -91,9 +95,11 @@ def args(store: ObjectStore, endpoint: str, *extra: str) -> list[str]:
             "--cache-dir", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"cctv-batch-test-{os.getpid()}"), *extra]
 
 
-def score(spark: Any, store: ObjectStore, s3: S3Settings, *extra: str) -> dict[str, Any]:
+def score(spark: Any, store: ObjectStore, s3: S3Settings, *extra: str, clock: Clock | None = None) -> dict[str, Any]:
     cfg = config_from_args(args(store, str(s3.endpoint_url), *extra), {**os.environ, **ENV_LIMITS})
-    return run(cfg, spark=spark, out=lambda line: None)
+    if clock is None:  # the store and the clock the edge would build
+        return run(cfg, spark=spark, out=lambda line: None)
+    return run(cfg, spark=spark, out=lambda line: None, store=store, clock=clock)
 
 
 def read_table(store: ObjectStore, s3: S3Settings) -> Any:
@@ -114,8 +120,22 @@ def scored(spark: Any, s3_client: Any, s3_settings: S3Settings,
     """One bucket of 24 inputs scored once with 5 frames per task (so workers run several tasks)."""
     store = new_bucket(s3_client, tmp_path_factory.mktemp("bundle"))
     labels = seed_frames(store)
-    summary = score(spark, store, s3_settings, "--frames-per-task", "5")
+    summary = score(spark, store, s3_settings, "--frames-per-task", "5", clock=TickingClock())
     return {"store": store, "labels": labels, "summary": summary}
+
+
+def test_local_workers_get_the_repo_and_this_python_while_the_driver_keeps_its_environment(spark: Any) -> None:
+    from batch.session import MALLOC_ARENA_MAX, REPO_ROOT
+
+    def probe(_: Any) -> Iterator[tuple[str, str, str | None]]:
+        import sys
+
+        yield sys.executable, os.environ.get("PYTHONPATH", ""), os.environ.get("MALLOC_ARENA_MAX")
+
+    [(python, path, arenas)] = spark.sparkContext.parallelize([0], 1).mapPartitions(probe).collect()
+    assert str(REPO_ROOT) in path.split(os.pathsep) and arenas == MALLOC_ARENA_MAX
+    assert python == (ENV_BEFORE["PYSPARK_PYTHON"] or __import__("sys").executable)
+    assert {name: os.environ.get(name) for name in ENV_BEFORE} == ENV_BEFORE
 
 
 # -- the same results as the function ---------------------------------------------------
@@ -199,6 +219,16 @@ def test_parquet_rows_one_per_input(scored: dict[str, Any], s3_settings: S3Setti
 
 
 # -- the summary and the workers ----------------------------------------------------------
+
+
+def test_the_injected_clock_stamps_the_run_and_its_rows(scored: dict[str, Any], s3_settings: S3Settings) -> None:
+    summary = scored["summary"]
+    start = TickingClock().now  # the driver's first reading
+    assert summary["run_id"].startswith(f"{start:%Y%m%dT%H%M%SZ}-")
+    assert summary["started_at"] == start.isoformat(timespec="seconds") < summary["finished_at"]
+    stamps = read_table(scored["store"], s3_settings)["scored_at"]
+    assert all(start < t.to_pydatetime() < start + timedelta(minutes=1) for t in stamps)  # the tasks' copies
+
 
 
 def test_summary_counts_per_camera(scored: dict[str, Any]) -> None:

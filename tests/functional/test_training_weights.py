@@ -18,12 +18,12 @@ from functions.classify import make_handler
 from shared import bundle
 from shared.backbones import get_backbone
 from shared.config import FunctionSettings, S3Settings
-from shared.errors import WeightsNotFoundError
+from shared.errors import WeightsDownloadError, WeightsNotFoundError
 from shared.storage import ObjectStore
 from tests.fakes import build_tiny_bundle, publish_bundle, s3_event
 from tests.result_schema import assert_valid_result
 from training.keras_backbone import resolve_weights
-from training.weights_download import DownloadFailed, download
+from training.weights_download import download
 
 MOBILENET = get_backbone("mobilenet_v2")
 
@@ -66,7 +66,7 @@ def test_a_file_failing_the_published_hash_is_refused(server: tuple[str, Path], 
     base_url, root = server
     resnet = get_backbone("resnet50")  # Keras publishes a hash for the ResNet50 weights
     (root / resnet.weights_file_top).write_bytes(b"not the published file")
-    with pytest.raises(DownloadFailed) as err:
+    with pytest.raises(WeightsDownloadError) as err:
         download(resnet, tmp_path / "keras", base_url=base_url)
     assert "corrupt" in str(err.value).lower() or "hash" in str(err.value).lower()
     assert not (tmp_path / "keras" / "models" / resnet.weights_file_top).exists()
@@ -74,7 +74,7 @@ def test_a_file_failing_the_published_hash_is_refused(server: tuple[str, Path], 
 
 def test_no_network_stops_with_the_one_line_message(tmp_path: Path) -> None:
     def offline(spec: object, home: Path) -> tuple[Path, bool]:
-        raise DownloadFailed("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+        raise WeightsDownloadError("URL fetch failure: [Errno -3] Temporary failure in name resolution")
 
     with pytest.raises(WeightsNotFoundError) as err:
         resolve_weights(MOBILENET, "imagenet", home=tmp_path, seed=1, downloader=offline)

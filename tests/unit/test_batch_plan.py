@@ -11,7 +11,9 @@ import pytest
 from batch import plan
 from batch.cli import config_from_args
 from batch.plan import Item, Listed
+from functions.results import result_key_for
 from shared.cameras import NO_CAMERA, CameraRule
+from shared.config import FunctionSettings
 from shared.errors import ConfigError
 
 pytestmark = pytest.mark.batch  # pyspark, pandas, pyarrow: not in the function's runtime
@@ -96,6 +98,14 @@ def test_to_items_sorts_by_camera_and_leaves_out_keys_outside_the_prefix() -> No
     items, outside = plan.to_items(listed, CameraRule("incoming/"))
     assert [(i.camera, i.key) for i in items] == [("a", "incoming/a/2.jpg"), ("b", "incoming/b/1.jpg")]
     assert outside == 2
+
+
+def test_to_items_scopes_keys_with_the_functions_own_rule() -> None:
+    settings = FunctionSettings(input_prefix="cams/", results_prefix="out/")
+    listed = [Listed(k, ETAG, 1) for k in ("cams/a/1.jpg", "cams/a/", "incoming/a/1.jpg", "out/a/1.jpg.json")]
+    items, outside = plan.to_items(listed, CameraRule("cams/"), settings)
+    assert [i.key for i in items] == [k.key for k in listed if result_key_for(settings, k.key) is not None]
+    assert [i.key for i in items] == ["cams/a/1.jpg"] and outside == 3
 
 
 def test_window_by_last_modified() -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from batch import table, worker
+from batch import session, table, worker
 from batch.score import progress_line
 from batch.session import check_java, first_line
 from batch.worker import TaskSpec, WorkerState
@@ -166,3 +168,22 @@ def test_first_line_of_a_task_error_and_the_progress_line() -> None:
     assert first_line(Exception(text)).endswith("ValueError: bad thing")
     assert progress_line(50, 200, 10.0) == "batch: 50/200 frames scored, 5.0 frames/s, ETA 30 s"
     assert progress_line(0, 200, 12.0) == "batch: 0/200 frames scored, 12 s in (tasks report as they finish)"
+
+
+def test_rows_are_stamped_by_the_injected_clock(flaky: FlakyStore, tmp_path: Path) -> None:
+    spec = TaskSpec(**{**spec_for(tmp_path).__dict__, "clock": lambda: NOW})
+    rows = worker.score_items(spec, items(flaky), "host:1")
+    assert rows and {r["scored_at"] for r in rows} == {NOW}
+
+
+def test_the_workers_python_is_set_only_while_a_local_context_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    with session._worker_python(True):
+        assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    assert "PYSPARK_PYTHON" not in os.environ
+    with session._worker_python(False):
+        assert "PYSPARK_PYTHON" not in os.environ  # spark-submit or a cluster: theirs to set
+    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python")
+    with session._worker_python(True):
+        assert os.environ["PYSPARK_PYTHON"] == "/opt/python"  # the caller's choice wins
+    assert session.local_python_conf() == {"spark.executorEnv.PYTHONPATH": str(session.REPO_ROOT)}

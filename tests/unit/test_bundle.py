@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from moto import mock_aws
 
@@ -25,6 +26,7 @@ from shared.bundle import (
     check_manifest,
     dump_json,
     fetch_bundle,
+    load_pinned,
     promote,
     resolve_version,
     upload_bundle,
@@ -39,6 +41,8 @@ from shared.errors import (
     BundleNotFoundError,
 )
 from shared.storage import ObjectData, ObjectInfo, ObjectStore, make_client
+from tests.fakes import build_tiny_bundle, publish_bundle
+from tests.memory_store import MemoryStore
 
 VERSION = "20240102-030405"
 MODEL_PREFIX = "models/"
@@ -494,3 +498,46 @@ def test_upload_refuses_to_overwrite_an_existing_version(tmp_path: Path) -> None
     with pytest.raises(BundleIntegrityError, match="never overwritten"):
         upload_bundle(store, bundle_dir, "models/", "v1")
     assert store.objects == before
+
+
+# -- load_pinned: the function's and the batch workers' one way to load a resolved version ----------
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> tuple[MemoryStore, str, str]:
+    """A real (tiny) bundle published to an in-memory store; returns the store, its version and manifest sha256."""
+    store = MemoryStore("bkt")
+    build_tiny_bundle(tmp_path / "bundle")
+    version = publish_bundle(store, tmp_path / "bundle")
+    return store, version, sha((tmp_path / "bundle" / MANIFEST).read_bytes())
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_load_pinned_gives_a_working_classifier(tiny: tuple[MemoryStore, str, str], tmp_path: Path,
+                                                background: bool) -> None:
+    store, version, manifest_sha = tiny
+    clf = load_pinned(store, MODEL_PREFIX, version, manifest_sha, tmp_path / "cache", threads=1,
+                      background=background).wait()
+    assert clf.manifest.version == version and not clf.failed
+    assert [p.label for p in clf.predict(np.zeros((2, 32, 32, 3), dtype=np.uint8))] != []
+    assert sorted(p.name for p in (tmp_path / "cache" / version).iterdir()) == sorted(
+        ["backbone.onnx", "head.onnx", MANIFEST])
+
+
+def test_load_pinned_refuses_a_manifest_other_than_the_resolved_one(tiny: tuple[MemoryStore, str, str],
+                                                                    tmp_path: Path) -> None:
+    store, version, _ = tiny
+    # Raised at once, even in the background mode: nothing is fetched for a manifest that was swapped.
+    with pytest.raises(BundleIntegrityError):
+        load_pinned(store, MODEL_PREFIX, version, "0" * 64, tmp_path / "cache", background=True)
+    assert not (tmp_path / "cache" / version / "head.onnx").exists()
+
+
+def test_load_pinned_reports_a_failed_file_fetch_through_the_classifier(tiny: tuple[MemoryStore, str, str],
+                                                                        tmp_path: Path) -> None:
+    store, version, manifest_sha = tiny
+    store.put(f"{MODEL_PREFIX}{version}/head.onnx", b"tampered")
+    clf = load_pinned(store, MODEL_PREFIX, version, manifest_sha, tmp_path / "cache", background=True)
+    with pytest.raises(BundleIntegrityError):
+        clf.wait()
+    assert clf.failed
