@@ -14,9 +14,15 @@ from functions.results import result_key_for
 from ops.source import default_cache_dir
 from ops.table import TABLE_PREFIX
 from shared.cameras import CameraRule
+from shared.cli import RESULTS_PREFIX, PrefixFlag, add_s3_arguments, resolve_prefix, resolve_s3_arguments
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
 from shared.errors import ConfigError
+from shared.validation import require_positive
+
+# ops' own wording of the shared flag (shared.cli.INPUT_PREFIX says "frames under this prefix").
+INPUT_PREFIX = PrefixFlag("--input-prefix", "where frames land (env INPUT_PREFIX; default incoming/)",
+                          env="INPUT_PREFIX", default="incoming/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +53,8 @@ class OpsConfig:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the results are")
-    g.add_argument("--bucket", help="bucket holding inputs and results (env BUCKET)")
-    g.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    g.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
-    g.add_argument("--input-prefix", help="where frames land (env INPUT_PREFIX; default incoming/)")
-    g.add_argument("--results-prefix", help="where results go (env RESULTS_PREFIX; default results/)")
+    add_s3_arguments(g, bucket_help="bucket holding inputs and results (env BUCKET)", prefix=INPUT_PREFIX)
+    g.add_argument(RESULTS_PREFIX.flag, help=RESULTS_PREFIX.help)
     g.add_argument("--table-prefix", help=f"the batch job's Parquet results table (default {TABLE_PREFIX})")
     g.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below the input prefix whose first "
                    "group (or whole match) names the camera (default: the first folder)")
@@ -66,22 +69,16 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Clock = utc_now) -> OpsConfig:
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1.")
-    s3 = S3Settings.from_env(env)
-    s3 = S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region)
-    input_prefix = normalise_prefix(args.input_prefix or env.get("INPUT_PREFIX") or "incoming/")
+    where = resolve_s3_arguments(args, env, prefix=INPUT_PREFIX)
+    require_positive(args.workers, "--workers")
     config = OpsConfig(
-        bucket=bucket, s3=s3, input_prefix=input_prefix,
-        results_prefix=normalise_prefix(args.results_prefix or env.get("RESULTS_PREFIX") or "results/"),
+        bucket=where.bucket, s3=where.s3, input_prefix=where.prefix,
+        results_prefix=resolve_prefix(args, env, RESULTS_PREFIX),
         table_prefix=normalise_prefix(args.table_prefix or TABLE_PREFIX),
-        camera=CameraRule(input_prefix, args.camera_regex),
+        camera=CameraRule(where.prefix, args.camera_regex),
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir(env)),
         workers=args.workers, source=args.source,
-        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or s3.endpoint_url,
+        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or where.s3.endpoint_url,
         as_json=args.as_json, clock=clock, credentials=credentials_from(env))
     config.function_settings  # noqa: B018 - refuses overlapping prefixes now, with the function's message
     return config
