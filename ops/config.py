@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from shared.cameras import CameraRule
 from shared.cli import RESULTS_PREFIX, PrefixFlag, add_s3_arguments, resolve_prefix, resolve_s3_arguments
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
-from shared.errors import ConfigError
+from shared.storage import make_client
 from shared.validation import require_positive
 
 # ops' own wording of the shared flag (shared.cli.INPUT_PREFIX says "frames under this prefix").
@@ -84,18 +83,6 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Cl
     return config
 
 
-def fast_timestamp(value: str) -> datetime:
-    """ISO 8601 (what listings carry) without dateutil; anything else (HTTP dates) botocore's way."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        from botocore.utils import parse_timestamp
-
-        parsed: datetime = parse_timestamp(value)
-        return parsed
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
     """Explicit keys from ``env`` when it has them, as boto3 keyword arguments."""
     if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
@@ -107,26 +94,14 @@ def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
 
 
 def client(config: OpsConfig) -> Any:
-    """An S3 client configured as ``shared.storage.make_client``'s, with a faster listing parser.
+    """``shared.storage.make_client``'s S3 client, with a faster listing parser and ``env``'s keys.
 
     A cached ``ops summary`` is mostly a listing, and botocore spends most of its share of it
     parsing: each object's LastModified with dateutil (a third of the time, profiled over
-    3,000 results) and each ``<Contents>`` generically (``ops.parsing``).  The parser is a
-    session component, and make_client makes its own session, hence the copy here.
+    3,000 results) and each ``<Contents>`` generically (``ops.parsing``).
     """
-    import botocore.session
-    from botocore.config import Config
+    from ops.parsing import ListFriendlyParserFactory, fast_timestamp
 
-    from ops.parsing import ListFriendlyParserFactory
-
-    session = botocore.session.get_session()
-    session.register_component("response_parser_factory", ListFriendlyParserFactory(timestamp_parser=fast_timestamp))
-    s3 = config.s3
-    settings = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(16, config.workers),
-                      connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"} if s3.endpoint_url else {})
-    try:
-        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings,
-                                     **(config.credentials or {}))
-    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
-        raise ConfigError(f"The S3 endpoint URL {s3.endpoint_url!r} is not valid ({exc}); give a full URL such as "
-                          "https://storage.yandexcloud.net or http://127.0.0.1:9000.") from None
+    return make_client(config.s3, max_pool_connections=max(16, config.workers),
+                       parser_factory=ListFriendlyParserFactory(timestamp_parser=fast_timestamp),
+                       credentials=config.credentials)

@@ -14,6 +14,7 @@ the same, key for key.  It is a botocore parser subclass plugged in through the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.parsers import ResponseParserFactory, RestXMLParser
@@ -26,6 +27,18 @@ _SCALARS: dict[str, Callable[[str], Any] | None] = {
 }
 
 Plan = list[tuple[str, str, Any, Callable[[str], Any] | None]]
+
+
+def fast_timestamp(value: str) -> datetime:
+    """ISO 8601 (what listings carry) without dateutil; anything else (HTTP dates) botocore's way."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        from botocore.utils import parse_timestamp
+
+        parsed: datetime = parse_timestamp(value)
+        return parsed
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class ListFriendlyXMLParser(RestXMLParser):

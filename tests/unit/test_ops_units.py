@@ -158,8 +158,7 @@ def test_listing_parser_gives_botocores_result(operation: str, body: bytes) -> N
     import botocore.session
     from botocore.parsers import RestXMLParser
 
-    from ops.config import fast_timestamp
-    from ops.parsing import ListFriendlyParserFactory
+    from ops.parsing import ListFriendlyParserFactory, fast_timestamp
 
     shape = botocore.session.get_session().get_service_model("s3").operation_model(operation).output_shape
     response = {"body": body, "headers": {"x-amz-request-id": "r"}, "status_code": 200}
