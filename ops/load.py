@@ -8,8 +8,9 @@ from typing import Any
 
 from ops.config import OpsConfig
 from ops.records import Record, from_document
-from ops.source import DocumentCache, Listed, ResultFetcher, list_results
+from ops.source import DocumentCache, ResultFetcher, list_results
 from ops.table import from_row, newest_by_key, read_table
+from shared.listing import Listed
 
 # A result object is written just after its processed_at; listing times within this of a
 # window's start may still hold results inside it.
