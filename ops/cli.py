@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ops import config as cfg
 from ops.load import load
-from ops.records import Record, iso, parse_duration, parse_time
+from ops.records import Record, iso, parse_duration
 from ops.summary import GROUPINGS, summarise
 from ops.text import cell, pct, table
-from shared.clock import Clock, utc_now
+from shared.clock import Clock, parse_time, utc_now
 from shared.errors import CCTVError, ConfigError
 
 if TYPE_CHECKING:

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ops.records import Record, parse_duration, parse_time
+from ops.records import Record, parse_duration
 from ops.report import bin_width, label_share_over_time, render
 from ops.summary import low_confidence, percentile
 from ops.text import cell, table
 from shared.cameras import NO_CAMERA, CameraRule, camera_of
+from shared.clock import parse_time
 from shared.errors import ConfigError
 
 pytestmark = pytest.mark.ops
