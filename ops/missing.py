@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ops.config import OpsConfig
-from ops.load import _cache
+from ops.load import result_cache
 from ops.records import iso
 from ops.source import ResultFetcher, list_results
 from shared.listing import Listed, list_objects
@@ -48,7 +48,7 @@ def _verdict(inp: Listed, result: Listed | None, doc: Any) -> str | None:
 
 def find_missing(config: OpsConfig, client: Any, *, older_than: timedelta) -> dict[str, Any]:
     now = config.clock()
-    cache = _cache(config)  # loads while the listings run
+    cache = result_cache(config)  # loads while the listings run
     inputs = list_objects(client, config.bucket, config.input_prefix)  # folder markers aside
     results = {o.key: o for o in list_results(client, config.bucket, config.results_prefix)}
     pairs = [(inp, config.result_key(inp.key)) for inp in inputs]

@@ -23,7 +23,6 @@ from shared.listing import Listed, list_objects
 from shared.storage import translate
 
 CACHE_FORMAT = 1
-ANNOTATED_SUFFIX = ".annotated.mp4"
 
 
 def list_results(client: Any, bucket: str, results_prefix: str, *, workers: int = 8,
