@@ -1,7 +1,7 @@
 """The S3 flags the command lines share (bucket, endpoint, region, input prefix) and their env fallbacks.
 
-For the tools around the function (``training.fit``, ``training.evaluate``, ``batch.score``;
-``ops`` can use it too), never for the function itself: nothing in ``functions/`` imports
+For the tools around the function (``training.fit``, ``training.evaluate``, ``batch.score``,
+``python -m ops``), never for the function itself: nothing in ``functions/`` imports
 this module, so it stays off the cold path though ``shared/`` ships whole.
 
 ``add_s3_arguments`` declares the flags and ``resolve_s3_arguments`` reads them back with the
