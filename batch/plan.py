@@ -24,7 +24,8 @@ from functions.service import is_final
 from shared.cameras import CameraRule
 from shared.config import FunctionSettings
 from shared.errors import ConfigError
-from shared.storage import ObjectStore, translate
+from shared.listing import Listed, list_objects
+from shared.storage import ObjectStore
 
 WAVES = 4  # tasks per core in a job smaller than --frames-per-task allows
 MIN_FRAMES_PER_TASK = 50  # below this, a task's fixed costs (Arrow set-up, its Parquet part) start to show
@@ -42,11 +43,12 @@ class Item:
 
 
 @dataclasses.dataclass(frozen=True)
-class Listed:
+class KeyEntry:
+    """A key from a key file, with its ETag and size when the file has them (``fill_etags`` adds them)."""
+
     key: str
     etag: str | None
     size: int | None
-    modified: datetime | None = None
 
 
 # -- listing ------------------------------------------------------------------------
@@ -54,19 +56,15 @@ class Listed:
 
 def list_frames(store: ObjectStore, prefix: str, *, since: datetime | None = None, until: datetime | None = None,
                 threads: int = 16) -> list[Listed]:
-    """Every object under ``prefix`` (folder markers aside), sorted by key.
+    """Every object under ``prefix`` (folder markers aside) stored within [since, until), sorted by key.
 
-    The first level below the prefix (one folder per camera, usually) is listed with a
-    delimiter, then each camera prefix is paginated on its own thread: S3 serves each
-    listing at its own pace, so a thousand cameras do not wait on one continuation chain.
+    ``shared.listing.list_objects``: each camera prefix is paginated on its own thread, so a
+    thousand cameras do not wait on one continuation chain.
     """
-    direct, folders = _list_level(store, prefix)
-    found = list(direct)
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(folders)))) as pool:
-        for chunk in pool.map(lambda folder: list(_list_all(store, folder)), folders):
-            found.extend(chunk)
-    keep = [item for item in found if not item.key.endswith("/") and _within(item.modified, since, until)]
-    return sorted(keep, key=lambda item: item.key)
+    found = list_objects(store.client, store.bucket, prefix, workers=threads)
+    if since is None and until is None:
+        return found
+    return [item for item in found if _within(item.last_modified, since, until)]
 
 
 def _within(moment: datetime | None, since: datetime | None, until: datetime | None) -> bool:
@@ -75,38 +73,10 @@ def _within(moment: datetime | None, since: datetime | None, until: datetime | N
     return (since is None or moment >= since) and (until is None or moment < until)
 
 
-def _pages(store: ObjectStore, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    from botocore import exceptions as bce
-
-    paginator = store.client.get_paginator("list_objects_v2")
-    try:
-        yield from paginator.paginate(Bucket=store.bucket, **kwargs)
-    except (bce.BotoCoreError, bce.ClientError) as exc:
-        raise translate(exc, bucket=store.bucket, key=None) from exc
-
-
-def _listed(item: Mapping[str, Any]) -> Listed:
-    return Listed(item["Key"], str(item["ETag"]).strip('"'), int(item["Size"]), item.get("LastModified"))
-
-
-def _list_level(store: ObjectStore, prefix: str) -> tuple[list[Listed], list[str]]:
-    direct: list[Listed] = []
-    folders: list[str] = []
-    for page in _pages(store, Prefix=prefix, Delimiter="/"):
-        direct.extend(_listed(item) for item in page.get("Contents", []))
-        folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-    return direct, folders
-
-
-def _list_all(store: ObjectStore, prefix: str) -> Iterator[Listed]:
-    for page in _pages(store, Prefix=prefix):
-        yield from (_listed(item) for item in page.get("Contents", []))
-
-
 # -- key files ----------------------------------------------------------------------
 
 
-def read_keys_file(path: Path, bucket: str) -> list[Listed]:
+def read_keys_file(path: Path, bucket: str) -> list[KeyEntry]:
     """Keys from a plain list (one a line), an S3 Inventory CSV (optionally gzipped) or a Parquet file.
 
     Inventory CSV keys are URL-encoded (S3 writes them so); Parquet ones are not.  Rows
@@ -119,18 +89,18 @@ def read_keys_file(path: Path, bucket: str) -> list[Listed]:
     text = (gzip.decompress(raw) if name.endswith(".gz") else raw).decode("utf-8-sig")
     if name.endswith((".csv", ".csv.gz")):
         return _dedupe(_csv_keys(text, bucket))
-    return _dedupe(Listed(line.strip(), None, None) for line in text.splitlines()
+    return _dedupe(KeyEntry(line.strip(), None, None) for line in text.splitlines()
                    if line.strip() and not line.lstrip().startswith("#"))
 
 
-def _dedupe(items: Iterable[Listed]) -> list[Listed]:
-    seen: dict[str, Listed] = {}
+def _dedupe(items: Iterable[KeyEntry]) -> list[KeyEntry]:
+    seen: dict[str, KeyEntry] = {}
     for item in items:
         seen.setdefault(item.key, item)
     return sorted(seen.values(), key=lambda item: item.key)
 
 
-def _parquet_keys(path: Path, bucket: str) -> Iterator[Listed]:
+def _parquet_keys(path: Path, bucket: str) -> Iterator[KeyEntry]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
@@ -145,10 +115,10 @@ def _parquet_keys(path: Path, bucket: str) -> Iterator[Listed]:
     etag_col = "e_tag" if "e_tag" in cols else "etag"
     for b, key, etag, size in zip(get("bucket"), get("key"), get(etag_col), get("size"), strict=True):
         if key and (b is None or b == bucket):
-            yield Listed(str(key), str(etag).strip('"') if etag else None, int(size) if size is not None else None)
+            yield KeyEntry(str(key), str(etag).strip('"') if etag else None, int(size) if size is not None else None)
 
 
-def _csv_keys(text: str, bucket: str) -> Iterator[Listed]:
+def _csv_keys(text: str, bucket: str) -> Iterator[KeyEntry]:
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
     if rows and any(cell.strip().lower() == "key" for cell in rows[0]):  # a header: take columns by name
         header = [cell.strip().lower() for cell in rows[0]]
@@ -156,23 +126,23 @@ def _csv_keys(text: str, bucket: str) -> Iterator[Listed]:
             cells = dict(zip(header, row, strict=False))
             if cells.get("bucket") in (None, "", bucket) and cells.get("key"):
                 tag, length = cells.get("etag") or cells.get("e_tag"), cells.get("size")
-                yield Listed(cells["key"], tag.strip('"') if tag else None, int(length) if length else None)
+                yield KeyEntry(cells["key"], tag.strip('"') if tag else None, int(length) if length else None)
         return
     for row in rows:  # S3 Inventory: Bucket, Key (URL-encoded), then the optional fields in the manifest's order
         if len(row) < 2 or row[0] != bucket:
             continue
         size = next((int(c) for c in row[2:] if c.isdigit()), None)
         etag = next((c.strip('"') for c in row[2:] if _ETAG_RE.match(c)), None)
-        yield Listed(unquote_plus(row[1]), etag, size)
+        yield KeyEntry(unquote_plus(row[1]), etag, size)
 
 
-def fill_etags(store: ObjectStore, items: Sequence[Listed], threads: int = 32) -> tuple[list[Listed], list[str]]:
+def fill_etags(store: ObjectStore, items: Sequence[KeyEntry], threads: int = 32) -> tuple[list[KeyEntry], list[str]]:
     """HEAD the items that lack an ETag (a plain key list); return them and the keys that are gone."""
-    def head(item: Listed) -> Listed | None:
+    def head(item: KeyEntry) -> KeyEntry | None:
         if item.etag is not None and item.size is not None:
             return item
         info = store.head(item.key)
-        return None if info is None else Listed(item.key, info.etag, info.size)
+        return None if info is None else KeyEntry(item.key, info.etag, info.size)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         heads = list(pool.map(head, items))
@@ -224,7 +194,7 @@ def contiguous(items: Sequence[Item], n: int) -> list[list[Item]]:
     return out
 
 
-def to_items(listed: Iterable[Listed], cameras: CameraRule,
+def to_items(listed: Iterable[Listed | KeyEntry], cameras: CameraRule,
              settings: FunctionSettings | None = None) -> tuple[list[Item], int]:
     """Items the function would process (sorted by camera, then key), and how many keys were left out.
 

@@ -31,6 +31,7 @@ from batch.worker import INPUT_SCHEMA, STATS_SCHEMA, TaskSpec, score_partition
 from shared.bundle import Manifest, fetch_manifest, resolve_version, sha256_bytes
 from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError, NoInputError, SparkJobError
+from shared.listing import Listed
 from shared.storage import ObjectStore, make_client
 
 Printer = Callable[[str], None]
@@ -59,9 +60,9 @@ def resolve_model(store: ObjectStore, cfg: BatchConfig) -> Model:
 def plan_items(store: ObjectStore, cfg: BatchConfig, out: Printer) -> list[Item]:
     """What this run covers: listed (parallel per camera prefix) or read from ``--keys``."""
     prefix = cfg.settings.input_prefix
+    listed: Sequence[plan.KeyEntry | Listed]
     if cfg.keys_file is not None:
-        listed = plan.read_keys_file(cfg.keys_file, cfg.bucket)
-        listed, gone = plan.fill_etags(store, listed)
+        listed, gone = plan.fill_etags(store, plan.read_keys_file(cfg.keys_file, cfg.bucket))
         if gone:
             out(f"batch: {len(gone)} key(s) from {cfg.keys_file} no longer exist, e.g. {gone[0]}; left out")
         source = str(cfg.keys_file)

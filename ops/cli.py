@@ -7,14 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ops import config as cfg
 from ops.load import load
-from ops.records import Record, iso, parse_duration, parse_time
+from ops.records import Record, iso
 from ops.summary import GROUPINGS, summarise
 from ops.text import cell, pct, table
+from ops.window import duration, since, window
 from shared.clock import Clock, utc_now
 from shared.errors import CCTVError, ConfigError
 
@@ -30,26 +30,6 @@ got a result, the failure queue, and a self-contained HTML report.  Reads the bu
 # SigV4 presigned URLs live at most 7 days.
 MAX_PRESIGN_S = 7 * 24 * 3600
 LIST_HEADER = ["processed_at", "camera", "status", "label", "p", "key"]
-
-
-def _window(text: str | None, now: datetime, flag: str) -> datetime | None:
-    """``--since 24h`` (a duration back from now) or an ISO time."""
-    if not text:
-        return None
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        moment = parse_time(text)
-        if moment is None:
-            raise ConfigError(f"{flag} {text!r} is neither a duration (24h, 7d) nor an ISO time.") from None
-        return moment
-
-
-def _duration(text: str, flag: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise ConfigError(f"{flag}: {exc}.") from None
 
 
 def _summary_parser(sub: Subparsers) -> argparse.ArgumentParser:
@@ -141,17 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _since(args: argparse.Namespace, now: datetime) -> datetime | None:
-    value = getattr(args, "since", None)
-    return None if value in (None, "all") else _window(value, now, "--since")
-
-
 # -- commands -----------------------------------------------------------------------------
 
 
 def cmd_summary(config: cfg.OpsConfig, client: Any, args: argparse.Namespace, out: TextIO) -> int:
     now = config.clock()
-    loaded = load(config, client, since=_since(args, now), until=_window(args.until, now, "--until"))
+    loaded = load(config, client, since=since(args, now), until=window(args.until, now, "--until"))
     summary = summarise(loaded.records, margin=args.margin, by=args.by)
     summary["source"] = loaded.stats()
     if config.as_json:
@@ -197,7 +172,7 @@ def format_summary(s: dict[str, Any]) -> str:
 def cmd_missing(config: cfg.OpsConfig, client: Any, args: argparse.Namespace, out: TextIO) -> int:
     from ops.missing import find_missing
 
-    found = find_missing(config, client, older_than=_duration(args.older_than, "--older-than"))
+    found = find_missing(config, client, older_than=duration(args.older_than, "--older-than"))
     if config.as_json:
         _json({**found, "missing": [m.to_json() for m in found["missing"]], "checked_at": iso(found["checked_at"])},
               out)
@@ -220,7 +195,7 @@ def select(records: list[Record], args: argparse.Namespace) -> list[Record]:
 
 def cmd_list(config: cfg.OpsConfig, client: Any, args: argparse.Namespace, out: TextIO) -> int:
     now = config.clock()
-    loaded = load(config, client, since=_since(args, now), until=_window(args.until, now, "--until"))
+    loaded = load(config, client, since=since(args, now), until=window(args.until, now, "--until"))
     chosen = select(loaded.records, args)
     shown = chosen if args.limit <= 0 else chosen[:args.limit]
     if config.as_json:

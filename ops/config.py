@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,15 @@ from functions.results import result_key_for
 from ops.source import default_cache_dir
 from ops.table import TABLE_PREFIX
 from shared.cameras import CameraRule
+from shared.cli import RESULTS_PREFIX, PrefixFlag, add_s3_arguments, resolve_prefix, resolve_s3_arguments
 from shared.clock import Clock, utc_now
 from shared.config import FunctionSettings, S3Settings, normalise_prefix
-from shared.errors import ConfigError
+from shared.storage import make_client
+from shared.validation import require_positive
+
+# ops' own wording of the shared flag (shared.cli.INPUT_PREFIX says "frames under this prefix").
+INPUT_PREFIX = PrefixFlag("--input-prefix", "where frames land (env INPUT_PREFIX; default incoming/)",
+                          env="INPUT_PREFIX", default="incoming/")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +52,8 @@ class OpsConfig:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the results are")
-    g.add_argument("--bucket", help="bucket holding inputs and results (env BUCKET)")
-    g.add_argument("--endpoint-url", help="S3 endpoint for Yandex, MinIO or moto; omit for AWS (env S3_ENDPOINT_URL)")
-    g.add_argument("--region", help="S3 region (env AWS_REGION or AWS_DEFAULT_REGION)")
-    g.add_argument("--input-prefix", help="where frames land (env INPUT_PREFIX; default incoming/)")
-    g.add_argument("--results-prefix", help="where results go (env RESULTS_PREFIX; default results/)")
+    add_s3_arguments(g, bucket_help="bucket holding inputs and results (env BUCKET)", prefix=INPUT_PREFIX)
+    g.add_argument(RESULTS_PREFIX.flag, help=RESULTS_PREFIX.help)
     g.add_argument("--table-prefix", help=f"the batch job's Parquet results table (default {TABLE_PREFIX})")
     g.add_argument("--camera-regex", metavar="REGEX", help="regex over the key below the input prefix whose first "
                    "group (or whole match) names the camera (default: the first folder)")
@@ -66,37 +68,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str], clock: Clock = utc_now) -> OpsConfig:
-    bucket = args.bucket or env.get("BUCKET")
-    if not bucket:
-        raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
-    if args.workers < 1:
-        raise ConfigError("--workers must be at least 1.")
-    s3 = S3Settings.from_env(env)
-    s3 = S3Settings(args.endpoint_url or s3.endpoint_url, args.region or s3.region)
-    input_prefix = normalise_prefix(args.input_prefix or env.get("INPUT_PREFIX") or "incoming/")
+    where = resolve_s3_arguments(args, env, prefix=INPUT_PREFIX)
+    require_positive(args.workers, "--workers")
     config = OpsConfig(
-        bucket=bucket, s3=s3, input_prefix=input_prefix,
-        results_prefix=normalise_prefix(args.results_prefix or env.get("RESULTS_PREFIX") or "results/"),
+        bucket=where.bucket, s3=where.s3, input_prefix=where.prefix,
+        results_prefix=resolve_prefix(args, env, RESULTS_PREFIX),
         table_prefix=normalise_prefix(args.table_prefix or TABLE_PREFIX),
-        camera=CameraRule(input_prefix, args.camera_regex),
+        camera=CameraRule(where.prefix, args.camera_regex),
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir(env)),
         workers=args.workers, source=args.source,
-        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or s3.endpoint_url,
+        sqs_endpoint_url=env.get("SQS_ENDPOINT_URL") or where.s3.endpoint_url,
         as_json=args.as_json, clock=clock, credentials=credentials_from(env))
     config.function_settings  # noqa: B018 - refuses overlapping prefixes now, with the function's message
     return config
-
-
-def fast_timestamp(value: str) -> datetime:
-    """ISO 8601 (what listings carry) without dateutil; anything else (HTTP dates) botocore's way."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        from botocore.utils import parse_timestamp
-
-        parsed: datetime = parse_timestamp(value)
-        return parsed
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
@@ -110,26 +94,14 @@ def credentials_from(env: Mapping[str, str]) -> dict[str, str] | None:
 
 
 def client(config: OpsConfig) -> Any:
-    """An S3 client configured as ``shared.storage.make_client``'s, with a faster listing parser.
+    """``shared.storage.make_client``'s S3 client, with a faster listing parser and ``env``'s keys.
 
     A cached ``ops summary`` is mostly a listing, and botocore spends most of its share of it
     parsing: each object's LastModified with dateutil (a third of the time, profiled over
-    3,000 results) and each ``<Contents>`` generically (``ops.parsing``).  The parser is a
-    session component, and make_client makes its own session, hence the copy here.
+    3,000 results) and each ``<Contents>`` generically (``ops.parsing``).
     """
-    import botocore.session
-    from botocore.config import Config
+    from ops.parsing import ListFriendlyParserFactory, fast_timestamp
 
-    from ops.parsing import ListFriendlyParserFactory
-
-    session = botocore.session.get_session()
-    session.register_component("response_parser_factory", ListFriendlyParserFactory(timestamp_parser=fast_timestamp))
-    s3 = config.s3
-    settings = Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(16, config.workers),
-                      connect_timeout=5, read_timeout=30, s3={"addressing_style": "path"} if s3.endpoint_url else {})
-    try:
-        return session.create_client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region, config=settings,
-                                     **(config.credentials or {}))
-    except ValueError as exc:  # botocore's "Invalid endpoint: ..."
-        raise ConfigError(f"The S3 endpoint URL {s3.endpoint_url!r} is not valid ({exc}); give a full URL such as "
-                          "https://storage.yandexcloud.net or http://127.0.0.1:9000.") from None
+    return make_client(config.s3, max_pool_connections=max(16, config.workers),
+                       parser_factory=ListFriendlyParserFactory(timestamp_parser=fast_timestamp),
+                       credentials=config.credentials)

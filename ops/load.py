@@ -8,8 +8,9 @@ from typing import Any
 
 from ops.config import OpsConfig
 from ops.records import Record, from_document
-from ops.source import DocumentCache, Listed, ResultFetcher, list_results
+from ops.source import DocumentCache, ResultFetcher, list_results
 from ops.table import from_row, newest_by_key, read_table
+from shared.listing import Listed
 
 # A result object is written just after its processed_at; listing times within this of a
 # window's start may still hold results inside it.
@@ -35,7 +36,8 @@ class Loaded:
                 "from_table": self.from_table}
 
 
-def _cache(config: OpsConfig) -> DocumentCache:
+def result_cache(config: OpsConfig) -> DocumentCache:
+    """The local cache of result documents for this endpoint, bucket and results prefix."""
     scope = f"{config.s3.endpoint_url or 'aws'}|{config.bucket}|{config.results_prefix}"
     return DocumentCache(config.cache_dir, scope)
 
@@ -62,7 +64,7 @@ def _fresh(row: dict[str, Any] | None, obj: Listed) -> bool:
 
 def load(config: OpsConfig, client: Any, *, since: datetime | None = None,
          until: datetime | None = None) -> Loaded:
-    cache = _cache(config)  # loads while the listing runs
+    cache = result_cache(config)  # loads while the listing runs
     # Result key -> record from the cached document for the listed ETag, made as each folder's
     # listing arrives: that work then overlaps the listing of the other folders.
     early: dict[str, Record] = {}

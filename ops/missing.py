@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ops.config import OpsConfig
-from ops.load import _cache
+from ops.load import result_cache
 from ops.records import iso
-from ops.source import Listed, ResultFetcher, list_objects, list_results
+from ops.source import ResultFetcher, list_results
+from shared.listing import Listed, list_objects
 
 NO_RESULT = "no result"
 OLDER = "result older than the input"
@@ -47,8 +48,8 @@ def _verdict(inp: Listed, result: Listed | None, doc: Any) -> str | None:
 
 def find_missing(config: OpsConfig, client: Any, *, older_than: timedelta) -> dict[str, Any]:
     now = config.clock()
-    cache = _cache(config)  # loads while the listings run
-    inputs = [o for o in list_objects(client, config.bucket, config.input_prefix) if not o.key.endswith("/")]
+    cache = result_cache(config)  # loads while the listings run
+    inputs = list_objects(client, config.bucket, config.input_prefix)  # folder markers aside
     results = {o.key: o for o in list_results(client, config.bucket, config.results_prefix)}
     pairs = [(inp, config.result_key(inp.key)) for inp in inputs]
     candidates = [results[rk] for inp, rk in pairs if rk in results and results[rk].last_modified >= inp.last_modified]

@@ -14,9 +14,12 @@ the same, key for key.  It is a botocore parser subclass plugged in through the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from botocore.parsers import ResponseParserFactory, RestXMLParser
+
+from shared.clock import parse_time
 
 # Scalar shape types and how botocore turns their text into a value (timestamps: the
 # parser's own timestamp parser, bound per instance).
@@ -26,6 +29,17 @@ _SCALARS: dict[str, Callable[[str], Any] | None] = {
 }
 
 Plan = list[tuple[str, str, Any, Callable[[str], Any] | None]]
+
+
+def fast_timestamp(value: str) -> datetime:
+    """``shared.clock.parse_time`` for ISO 8601 (what listings carry: no dateutil); HTTP dates botocore's way."""
+    moment = parse_time(value)
+    if moment is not None:
+        return moment
+    from botocore.utils import parse_timestamp
+
+    parsed: datetime = parse_timestamp(value)
+    return parsed
 
 
 class ListFriendlyXMLParser(RestXMLParser):

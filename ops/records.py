@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.cameras import CameraRule
+from shared.clock import iso_utc, parse_time
 
 # Statuses a result can have; the function writes ok and error, the batch table may add these.
 STATUSES = ("ok", "error", "skipped", "failed")
@@ -71,23 +72,8 @@ def slim(doc: Any) -> Any:
 
 
 def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def parse_time(text: Any) -> datetime | None:
-    """An ISO 8601 time (``Z`` or offset; naive is UTC), a datetime, or None."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, datetime):
-        moment = text
-    else:
-        try:
-            moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    """``shared.clock.iso_utc`` to the second (what tables and the report show), None for None."""
+    return None if moment is None else iso_utc(moment, timespec="seconds")
 
 
 def parse_duration(text: str) -> timedelta:

@@ -24,6 +24,7 @@ from ops.config import OpsConfig
 from ops.load import load
 from ops.records import Record, iso
 from ops.source import DocumentCache
+from ops.window import duration, since
 
 THUMB_SIZE = (160, 120)
 THUMB_QUALITY = 70
@@ -221,12 +222,12 @@ def _target(to: str) -> tuple[str, str]:
 
 
 def write_report(config: OpsConfig, client: Any, args: Any) -> dict[str, Any]:
-    from ops.cli import _duration, _since, presign
+    from ops.cli import presign
     from ops.missing import find_missing
 
     now = config.clock()
-    loaded = load(config, client, since=_since(args, now))
-    missing = find_missing(config, client, older_than=_duration(args.older_than, "--older-than"))
+    loaded = load(config, client, since=since(args, now))
+    missing = find_missing(config, client, older_than=duration(args.older_than, "--older-than"))
     bucket, prefix = _target(args.to) if args.to else (config.bucket, "")
     links = args.links or "presigned"
     ctx = context(config, client, loaded.records, missing, max_cards=args.max_cards, links=links,

@@ -8,99 +8,26 @@ never goes stale: a second run lists (1 request per 1,000 objects) and GETs only
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import datetime
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ops.records import slim
+from shared.listing import Listed, list_objects
 from shared.storage import translate
 
 CACHE_FORMAT = 1
-ANNOTATED_SUFFIX = ".annotated.mp4"
-
-
-@dataclasses.dataclass(frozen=True)
-class Listed:
-    """One object from a listing, with the time S3 stored it (which ObjectInfo does not carry)."""
-
-    key: str
-    etag: str
-    size: int
-    last_modified: datetime
-
-
-def _pages(client: Any, bucket: str, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
-    """ListObjectsV2 pages, following continuation tokens.
-
-    A loop of our own rather than botocore's paginator: the paginator loads its model from
-    botocore's data folders, which lists every service's folder on a fresh session (0.3 s,
-    a tenth of a cached ``ops summary`` over 10,000 results).
-    """
-    from botocore import exceptions as bce
-
-    kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
-    try:
-        while True:
-            page = client.list_objects_v2(**kwargs)
-            yield page
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-            kwargs["ContinuationToken"] = token
-    except (bce.BotoCoreError, bce.ClientError) as exc:
-        raise translate(exc, bucket=bucket) from exc
-
-
-def _listed(page: dict[str, Any]) -> list[Listed]:
-    return [Listed(item["Key"], item["ETag"].strip('"'), int(item["Size"]), item["LastModified"])
-            for item in page.get("Contents", [])]
-
-
-def _list_flat(client: Any, bucket: str, prefix: str) -> list[Listed]:
-    return [obj for page in _pages(client, bucket, prefix) for obj in _listed(page)]
-
-
-def list_objects(client: Any, bucket: str, prefix: str, *, workers: int = 8,
-                 on_folder: Callable[[list[Listed]], None] | None = None) -> list[Listed]:
-    """Every object under ``prefix``, sorted by key: the folders below it (cameras) listed concurrently.
-
-    One listing with a delimiter finds the folders, then each is listed on its own thread,
-    following continuation tokens.  On S3 that turns N/1000 sequential round trips into a
-    few parallel ones; on moto, which sorts every key under the prefix for each page, it
-    also avoids work quadratic in the bucket's size.  ``on_folder`` is called on the
-    caller's thread with each folder's objects as soon as that folder is listed, so the
-    caller can work on them while the other folders are still being listed.
-    """
-    direct: list[Listed] = []
-    folders: list[str] = []
-    for page in _pages(client, bucket, prefix, "/"):
-        direct += _listed(page)
-        folders += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-    if on_folder is not None and direct:
-        on_folder(direct)
-    if not folders:
-        return direct
-    everything = list(direct)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(folders)))) as pool:
-        for done in as_completed([pool.submit(_list_flat, client, bucket, folder) for folder in folders]):
-            objs = done.result()
-            everything += objs
-            if on_folder is not None:
-                on_folder(objs)
-    return sorted(everything, key=lambda o: o.key)
 
 
 def list_results(client: Any, bucket: str, results_prefix: str, *, workers: int = 8,
                  on_folder: Callable[[list[Listed]], None] | None = None) -> list[Listed]:
-    """The result documents (``.json``), not the annotated clips beside them."""
+    """The result documents (``.json``), not the annotated clips beside them (``shared.listing.list_objects``)."""
     def results_only(objs: list[Listed]) -> None:
         assert on_folder is not None
         on_folder([o for o in objs if o.key.endswith(".json")])

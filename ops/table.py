@@ -12,8 +12,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ops.records import Record, parse_time
+from ops.records import Record
 from shared.cameras import CameraRule
+from shared.clock import parse_time
 from shared.config import S3Settings
 
 TABLE_PREFIX = "tables/results/"

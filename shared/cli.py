@@ -1,7 +1,7 @@
 """The S3 flags the command lines share (bucket, endpoint, region, input prefix) and their env fallbacks.
 
-For the tools around the function (``training.fit``, ``training.evaluate``, ``batch.score``;
-``ops`` can use it too), never for the function itself: nothing in ``functions/`` imports
+For the tools around the function (``training.fit``, ``training.evaluate``, ``batch.score``,
+``python -m ops``), never for the function itself: nothing in ``functions/`` imports
 this module, so it stays off the cold path though ``shared/`` ships whole.
 
 ``add_s3_arguments`` declares the flags and ``resolve_s3_arguments`` reads them back with the
@@ -43,6 +43,8 @@ TRAIN_PREFIX = PrefixFlag("--prefix", "prefix above the label folders (env TRAIN
                           env="TRAIN_PREFIX", default="train/")
 INPUT_PREFIX = PrefixFlag("--input-prefix", "frames under this prefix (env INPUT_PREFIX; default incoming/)",
                           env="INPUT_PREFIX", default="incoming/")
+RESULTS_PREFIX = PrefixFlag("--results-prefix", "where results go (env RESULTS_PREFIX; default results/)",
+                            env="RESULTS_PREFIX", default="results/")
 
 
 class ArgumentAdder(Protocol):
@@ -75,7 +77,10 @@ def resolve_s3_arguments(args: argparse.Namespace, env: Mapping[str, str], *,
         raise ConfigError("No bucket given; pass --bucket NAME or set BUCKET.")
     from_env = S3Settings.from_env(env)
     s3 = S3Settings(args.endpoint_url or from_env.endpoint_url, args.region or from_env.region)
-    where = ""
-    if prefix is not None:
-        where = getattr(args, prefix.dest) or (env.get(prefix.env) if prefix.env else None) or prefix.default or ""
-    return S3Args(bucket, s3, normalise_prefix(where))
+    return S3Args(bucket, s3, "" if prefix is None else resolve_prefix(args, env, prefix))
+
+
+def resolve_prefix(args: argparse.Namespace, env: Mapping[str, str], prefix: PrefixFlag) -> str:
+    """A prefix flag's value, else its environment variable, else its default; normalised (one trailing "/")."""
+    where = getattr(args, prefix.dest) or (env.get(prefix.env) if prefix.env else None) or prefix.default or ""
+    return normalise_prefix(where)

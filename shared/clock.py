@@ -15,11 +15,14 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``; a naive datetime is taken to be UTC already."""
+def iso_utc(moment: datetime, *, timespec: str = "milliseconds") -> str:
+    """ISO 8601 in UTC with a ``Z``; a naive datetime is taken to be UTC already.
+
+    ``timespec`` as ``datetime.isoformat``'s: documents keep milliseconds, ops' tables "seconds".
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_time(value: object) -> datetime | None:

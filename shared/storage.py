@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,13 +41,18 @@ LONG_KEY_FOLDER = "_long/"
 
 
 def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_attempts: int = 5,
-                read_timeout: float = 30.0) -> Any:
+                read_timeout: float = 30.0, parser_factory: Any = None,
+                credentials: Mapping[str, str] | None = None) -> Any:
     """Build an S3 client; botocore is imported here so importing this module stays cheap.
 
     The client comes from a botocore session rather than ``boto3.client``: the same API
     calls, credentials chain and config, minus boto3's injected transfer helpers
     (``upload_file`` and the like, which nothing here uses) and the resource and s3transfer
     imports they need (40-70 ms of a cold start).
+
+    For the tools: ``parser_factory`` replaces the session's ``response_parser_factory``
+    (``ops.parsing``'s listing parser); ``credentials`` are botocore's keyword arguments
+    (``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``), else the default chain.
     """
     import botocore.session
     from botocore.config import Config
@@ -60,9 +65,12 @@ def make_client(settings: S3Settings, *, max_pool_connections: int = 16, max_att
         # Path-style works for moto, MinIO and Yandex alike; AWS accepts it too.
         s3={"addressing_style": "path"} if settings.endpoint_url else {},
     )
+    session = botocore.session.get_session()
+    if parser_factory is not None:
+        session.register_component("response_parser_factory", parser_factory)
     try:
-        return botocore.session.get_session().create_client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config)
+        return session.create_client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+                                     config=config, **(credentials or {}))
     except ValueError as exc:  # botocore's "Invalid endpoint: ..." for a URL without a scheme
         raise ConfigError(f"The S3 endpoint URL {settings.endpoint_url!r} is not valid ({exc}); give a full URL "
                           "such as https://storage.yandexcloud.net or http://127.0.0.1:9000.",

@@ -31,11 +31,11 @@ pytestmark = [pytest.mark.ops, pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def report(s3_client: Any, s3_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def world_report(s3_client: Any, s3_settings: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[World, Path]:
     tmp = tmp_path_factory.mktemp("ops-report")
     world: World = build_world(s3_client, f"ops-browser-{os.getpid()}", s3_settings, tmp)
     assert main(world.argv("report", "--out", str(tmp / "site"), "--older-than", "0s", cache=tmp / "cache")) == 0
-    return tmp / "site" / "index.html"
+    return world, tmp / "site" / "index.html"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,10 @@ def _visible(driver: Any) -> list[Any]:
     return [c for c in driver.find_elements("css selector", "#gallery .card") if c.is_displayed()]
 
 
+def _visible_keys(driver: Any) -> set[str]:
+    return {c.find_element("css selector", ".key").text for c in _visible(driver)}
+
+
 def _choose(driver: Any, select_id: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
 
@@ -80,7 +84,8 @@ def _screenshot(driver: Any, name: str) -> Path:
     return path
 
 
-def test_report_renders_filters_and_escapes(report: Path, browser: Any) -> None:
+def test_report_renders_filters_and_escapes(world_report: tuple[World, Path], browser: Any) -> None:
+    world, report = world_report
     browser.get(report.as_uri())
     assert browser.find_element("css selector", "html").get_attribute("data-ready") == "1"  # our script ran
     cards = browser.find_elements("css selector", "#gallery .card")
@@ -92,23 +97,35 @@ def test_report_renders_filters_and_escapes(report: Path, browser: Any) -> None:
         browser.execute_script("return arguments[0].naturalWidth", img) == 160 for img in thumbs)
     again = next(c for c in cards if c.find_element("css selector", ".key").text == REUPLOADED)
     assert "re-uploaded since" in again.text
+    # What each filter must leave visible, from the result documents rather than from the page.
+    docs = {k: world.store.get_json(f"results/{k.removeprefix('incoming/')}.json") for k in frame_keys}
+    cars = {k for k, d in docs.items() if d.get("label") == "car"}
+    confident = {k for k, d in docs.items() if d.get("probability") is not None and round(d["probability"], 4) >= 0.9}
+    assert {"incoming/cam1/0001.jpg", "incoming/cam2/0001.jpg"} <= cars < frame_keys  # red is a car, blue is not
+    assert confident and "incoming/cam2/0002.jpg" not in confident and BAD not in confident
 
     _choose(browser, "f-camera", "cam1")
     assert {c.get_attribute("data-camera") for c in _visible(browser)} == {"cam1"}
     assert len(_visible(browser)) == 3
+    assert _visible_keys(browser) == {"incoming/cam1/0001.jpg", "incoming/cam1/0002.jpg", XSS_KEY}
     _choose(browser, "f-camera", "")
     _choose(browser, "f-status", "error")
     assert [c.find_element("css selector", ".key").text for c in _visible(browser)] == [BAD]
+    assert _visible_keys(browser) == {BAD}
     _choose(browser, "f-status", "")
     _choose(browser, "f-label", "car")
     assert {c.get_attribute("data-label") for c in _visible(browser)} == {"car"}
+    assert _visible_keys(browser) == cars
     _choose(browser, "f-label", "")
     slider = browser.find_element("id", "f-conf")
     browser.execute_script("arguments[0].value = '0.9'; arguments[0].dispatchEvent(new Event('input'))", slider)
     assert all(float(c.get_attribute("data-p")) >= 0.9 for c in _visible(browser))
     assert "incoming/cam2/0002.jpg" not in {c.find_element("css selector", ".key").text for c in _visible(browser)}
     assert browser.find_element("id", "visible-count").text == str(len(_visible(browser)))
+    assert _visible_keys(browser) == confident
+    assert browser.find_element("id", "visible-count").text == str(len(confident))
     browser.execute_script("arguments[0].value = '0'; arguments[0].dispatchEvent(new Event('input'))", slider)
+    assert _visible_keys(browser) == frame_keys  # every filter off again: every card back
 
     # The key with markup in it is text on the page, and its script never ran.
     assert XSS_KEY in browser.find_element("id", "gallery").text

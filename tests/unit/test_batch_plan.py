@@ -10,7 +10,7 @@ import pytest
 
 from batch import plan
 from batch.cli import config_from_args
-from batch.plan import Item, Listed
+from batch.plan import Item, KeyEntry as Listed
 from functions.results import result_key_for
 from shared.cameras import NO_CAMERA, CameraRule
 from shared.config import FunctionSettings

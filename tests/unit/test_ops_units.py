@@ -9,11 +9,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ops.records import Record, parse_duration, parse_time
+from ops.records import Record, parse_duration
 from ops.report import bin_width, label_share_over_time, render
 from ops.summary import low_confidence, percentile
 from ops.text import cell, table
 from shared.cameras import NO_CAMERA, CameraRule, camera_of
+from shared.clock import parse_time
 from shared.errors import ConfigError
 
 pytestmark = pytest.mark.ops
@@ -158,8 +159,7 @@ def test_listing_parser_gives_botocores_result(operation: str, body: bytes) -> N
     import botocore.session
     from botocore.parsers import RestXMLParser
 
-    from ops.config import fast_timestamp
-    from ops.parsing import ListFriendlyParserFactory
+    from ops.parsing import ListFriendlyParserFactory, fast_timestamp
 
     shape = botocore.session.get_session().get_service_model("s3").operation_model(operation).output_shape
     response = {"body": body, "headers": {"x-amz-request-id": "r"}, "status_code": 200}
