@@ -2,14 +2,16 @@
 
 Two real ``python -m batch.score`` processes, each with its own JVM (the shared in-process
 session of test_batch.py cannot be killed without killing pytest): the first is killed
-with SIGKILL to its process group once a Parquet part is in the bucket, the second runs to
-the end.  24 inputs at 2 frames a task on ``local[1]`` make 12 tasks run one after the
-other, about 0.3 s each with the tiny bundle: a kill polled every 50 ms lands between
-parts without any sleep in the shipped code.
+with SIGKILL to its process groups once a Parquet part is in the bucket (at best while a task
+has written its results but not yet its part), the second runs to the end.  24 inputs at
+2 frames a task on ``local[1]`` make 12 tasks run one after the other, about 0.3 s each
+with the tiny bundle: a kill polled every 50 ms lands mid-run without any sleep in the
+shipped code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -53,12 +55,31 @@ def session_pids(sid: int) -> list[int]:
     return found
 
 
-def wait_for_first_part(store: ObjectStore, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_kill_point(store: ObjectStore, proc: subprocess.Popen[bytes], log: Path, n_tasks: int) -> None:
+    """Until a part is in the bucket and, preferably, a task has written results but not yet its part (results are
+    listed before parts, and parts only grow, so more results than parts hold is such a moment); failing that,
+    half the parts."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not etags(store, PARTS):
+    while True:
+        results, parts = len(etags(store, "results/")), len(etags(store, PARTS))
+        if parts and (results > FRAMES_PER_TASK * parts or parts >= n_tasks // 2):
+            return
         if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"no part before the run ended (exit {proc.returncode}): {tail(log)}")
+            pytest.fail(f"the run ended or hung before the kill point (exit {proc.returncode}): {tail(log)}")
         time.sleep(0.05)
+
+
+def kill_job(sid: int) -> None:
+    """SIGKILL to every process group of the job at once, as a lost machine or container would: the driver's
+    (with its JVM) and the pyspark daemon's (the Python workers, mid-task), which would otherwise hang up
+    its workers with SIGHUP, a beat after the JVM dies, and let a task finish its part meanwhile."""
+    groups = {sid}
+    for pid in session_pids(sid):
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(pid))
+    for group in sorted(groups, key=lambda g: g != sid):  # the driver's first
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
 
 
 def wait_until_gone(sid: int, timeout_s: float = 30.0) -> list[int]:
@@ -95,13 +116,14 @@ def test_a_killed_run_keeps_its_parts_and_the_same_command_scores_only_the_rest(
     # Spark's scratch folders (left behind by a killed JVM) and its log stay in this test's folder.
     env = {**os.environ, **ENV_LIMITS, "TMPDIR": str(temp), "SPARK_LOCAL_DIRS": str(temp)}
 
+    n_tasks = len(labels) // FRAMES_PER_TASK
     t0 = time.monotonic()
     with log.open("wb") as out:
         killed = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     try:
-        wait_for_first_part(store, killed, log)
-        os.killpg(killed.pid, signal.SIGKILL)
+        wait_for_kill_point(store, killed, log, n_tasks)
+        kill_job(killed.pid)
         killed.wait(30)
         left = wait_until_gone(killed.pid)
     finally:
@@ -113,7 +135,6 @@ def test_a_killed_run_keeps_its_parts_and_the_same_command_scores_only_the_rest(
     # What the killed job left: whole parts only, every row of them a frame it was given, once.
     parts = etags(store, PARTS)
     before = read_table(store, s3_settings)
-    n_tasks = len(labels) // FRAMES_PER_TASK
     assert 1 <= len(parts) < n_tasks and not summary.exists(), (len(parts), tail(log))
     assert len(before) == FRAMES_PER_TASK * len(parts) and before["key"].is_unique
     [killed_run] = set(before["run_id"])
@@ -159,3 +180,22 @@ def test_a_killed_run_keeps_its_parts_and_the_same_command_scores_only_the_rest(
         assert row["status"] == ("error" if labels[key] == "error" else "ok") and bool(row["reused"]) == (key in kept)
     print(f"killed after {t_killed:.1f} s with {len(parts)}/{n_tasks} parts and {len(kept)} result(s) beyond them; "
           f"resumed in {t_resumed:.1f} s")
+
+
+def test_a_part_goes_up_in_one_put_so_a_killed_task_leaves_no_upload_behind(
+        s3_client: Any, s3_settings: S3Settings, tmp_path: Path) -> None:
+    from batch import table
+
+    store = new_bucket(s3_client, tmp_path)
+    fs = table.filesystem(s3_settings)
+    stream = fs.open_output_stream(f"{store.bucket}/{PARTS}part-open.parquet")
+    try:
+        stream.write(b"x" * 100_000)
+        uploads = s3_client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")
+    finally:
+        stream.close()  # an S3 stream left open hangs the interpreter's exit
+    assert not uploads  # while the stream was open: nothing a kill could have orphaned
+    row = {"key": "incoming/cam/0.jpg", "camera": "cam", "status": "ok", "reused": False, "attempts": 1}
+    table.write_part(fs, table.part_path(store.bucket, "tables/results/", "tiny-v1", "run", 0), [row], ["car"])
+    tags = etags(store, PARTS)
+    assert len(tags) == 2 and not any("-" in tag for tag in tags.values())  # "<md5>-<n>" would be a multipart upload
