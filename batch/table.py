@@ -93,7 +93,11 @@ def filesystem(s3: S3Settings) -> Any:
     """pyarrow's S3 filesystem for the same store boto3 talks to (``endpoint_override`` for moto, MinIO, Yandex)."""
     from pyarrow import fs
 
-    kwargs: dict[str, Any] = {"region": s3.region or "us-east-1",
+    # allow_delayed_open: an output stream under the upload part size (10 MB; a part of 2,000 rows is about
+    # 130 kB) goes up in one PUT when it closes, so it is whole or absent.  Without it, opening the stream starts
+    # a multipart upload, and a task killed mid-write leaves that upload behind (S3 keeps it, unlisted and
+    # billed, until someone aborts it).
+    kwargs: dict[str, Any] = {"region": s3.region or "us-east-1", "allow_delayed_open": True,
                               "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=5)}
     if s3.endpoint_url:
         url = urlparse(s3.endpoint_url)
